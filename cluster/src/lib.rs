@@ -1,0 +1,1 @@
+//! Thicket cluster.

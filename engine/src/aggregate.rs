@@ -1,0 +1,140 @@
+//! Aggregated bucket reads: windows, aggregates, transforms and fill, with InfluxDB 1.x
+//! semantics (see tests/golden/SEMANTICS.md, the contract).
+//!
+//! Data flows in through an [`AggSource`]: the engine hands over the series selected by
+//! the tag filters, raw points of a series in a time range, and rollup rows (mergeable
+//! [`Stats`] per fixed UTC window). Mergeable aggregates over window ranges aligned to a
+//! rollup level read rollups; ragged edges and median/mode read raw points.
+//!
+//! Submodules:
+//! - `window`: window starts/ends for fixed and calendar windows in a zone (DST rules).
+//! - `compute`: per group, per field, per window aggregation from raw points and rollups.
+//! - `transform`: transforms over the window series, fill.
+
+use crate::error::QueryError;
+use crate::query::{AggSpec, ReadQuery};
+use crate::stats::Stats;
+use crate::value::{FieldType, Num, Value};
+
+/// Fixed UTC rollup levels maintained on apply. Persisted (rollup keys): append-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum RollupLevel {
+    M15 = 0,
+    H1 = 1,
+    D1 = 2,
+}
+
+impl RollupLevel {
+    /// All levels, finest first.
+    pub const ALL: [RollupLevel; 3] = [RollupLevel::M15, RollupLevel::H1, RollupLevel::D1];
+
+    /// Window length in ms.
+    pub fn len_ms(self) -> i64 {
+        match self {
+            RollupLevel::M15 => 15 * 60_000,
+            RollupLevel::H1 => 3_600_000,
+            RollupLevel::D1 => 86_400_000,
+        }
+    }
+
+    /// Start of the UTC window holding `ts`.
+    pub fn window_start(self, ts: i64) -> i64 {
+        ts - ts.rem_euclid(self.len_ms())
+    }
+
+    /// Decodes the persisted tag.
+    pub fn from_u8(tag: u8) -> Option<RollupLevel> {
+        RollupLevel::ALL.get(tag as usize).copied()
+    }
+}
+
+/// One series selected by the read's tag filters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeriesRef {
+    pub id: u32,
+    /// Tag name → value for this series (every tag of the bucket).
+    pub tags: Vec<(String, String)>,
+}
+
+impl SeriesRef {
+    /// Value of one tag ("" when the series has none).
+    pub fn tag(&self, name: &str) -> &str {
+        self.tags
+            .iter()
+            .find(|(t, _)| t == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// One selected field: its name and its type in the bucket's registry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldRef {
+    pub name: String,
+    pub ty: FieldType,
+}
+
+/// What the engine provides to an aggregated read. Implementations read one consistent
+/// view of the state (a RocksDB snapshot).
+pub trait AggSource {
+    /// The series selected by the tag filters, ordered by id.
+    fn series(&self) -> &[SeriesRef];
+
+    /// The selected fields, in output order.
+    fn fields(&self) -> &[FieldRef];
+
+    /// Calls `f(ts, values)` for each raw point of `series` with `from <= ts < to`, in
+    /// ascending ts; `values[i]` is field `i` of [`AggSource::fields`] when numeric.
+    fn raw(
+        &self,
+        series: u32,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(i64, &[Option<Num>]),
+    ) -> Result<(), QueryError>;
+
+    /// Calls `f(window_start, stats)` for each rollup row of `series` at `level` with
+    /// `from <= window_start < to`, ascending; `stats[i]` is field `i`, already in the
+    /// field's current type. Windows without points have no row.
+    fn rollups(
+        &self,
+        series: u32,
+        level: RollupLevel,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(i64, &[Option<Stats>]),
+    ) -> Result<(), QueryError>;
+}
+
+/// Result of an aggregated read: one row per window (and group).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggRows {
+    /// The tag rows are grouped by, if any.
+    pub group_by: Option<String>,
+    /// Output field names, in the order of each row's `values`.
+    pub fields: Vec<String>,
+    /// Sorted by group value, then ts.
+    pub rows: Vec<AggRow>,
+}
+
+/// One window of one group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggRow {
+    /// Window label (its start, epoch ms).
+    pub ts: i64,
+    /// Group tag value when grouped.
+    pub group: Option<String>,
+    /// One per field; `None` is null (no result, empty window, or NaN).
+    pub values: Vec<Option<Value>>,
+}
+
+/// Runs an aggregated read over `source`.
+pub fn aggregate(
+    query: &ReadQuery,
+    spec: &AggSpec,
+    source: &dyn AggSource,
+) -> Result<AggRows, QueryError> {
+    let _ = (query, spec, source);
+    todo!("aggregation: implemented in aggregate/compute.rs")
+}

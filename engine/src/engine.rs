@@ -1,0 +1,295 @@
+//! [`Engine`]: one node's state database and the in-memory indexes built from it.
+//!
+//! Layout of the engine's root directory (the cluster passes `groups/0/state`):
+//! `CURRENT` names the active generation directory (`gen-000001`, ...). Installing a
+//! snapshot writes a new generation, fsyncs it and switches `CURRENT` by rename, so a
+//! crash leaves the old state or the new one, never a mix; readers that still hold the
+//! old generation finish on it.
+//!
+//! Durability: `state/` is written without a WAL and flushed atomically across column
+//! families (TiKV's technique), so the applied marker in flushed files never runs ahead
+//! of the data beside it; after a crash the state is the one at that marker and the Raft
+//! log replays the rest. [`Engine::flush`] makes the current marker durable.
+//!
+//! Submodules: `apply` (the write path), `load` (indexes rebuilt at open), `read`
+//! (bucket reads, SQL tables, catalog reads), `snapshot` (checkpoint and install).
+
+mod apply;
+mod load;
+mod read;
+mod snapshot;
+
+pub use read::{RawRow, RawRows, ReadResult};
+
+use crate::catalog::BucketDoc;
+use crate::error::{EngineError, EngineResult};
+use crate::keys::{self, ALL_CFS};
+use crate::stats::Stats;
+use crate::value::FieldType;
+use parking_lot::RwLock;
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Tuning of one engine; defaults are sized for three nodes sharing two cores.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// RocksDB background flush + compaction threads.
+    pub background_jobs: i32,
+    /// Shared block cache.
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family before a flush.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            background_jobs: 2,
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
+        }
+    }
+}
+
+/// The storage engine of one node.
+pub struct Engine {
+    root: PathBuf,
+    opts: EngineOptions,
+    inner: RwLock<Arc<Inner>>,
+}
+
+/// One open generation: the database and the indexes derived from it.
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    pub(crate) state: RwLock<State>,
+}
+
+/// Indexes rebuilt from the database at open. Apply mutates them under the write lock
+/// while it builds its write batch; readers take the read lock only to pair a RocksDB
+/// snapshot with the matching bucket views.
+pub(crate) struct State {
+    pub(crate) bucket_ids: HashMap<(String, String), u32>,
+    pub(crate) views: HashMap<u32, Arc<BucketView>>,
+    pub(crate) hot: HashMap<u32, BucketHot>,
+    pub(crate) next_bucket_id: u32,
+}
+
+/// What readers need of a bucket. Copy-on-write (`Arc::make_mut`) when apply changes it.
+#[derive(Clone, Debug)]
+pub(crate) struct BucketView {
+    pub(crate) id: u32,
+    pub(crate) user: String,
+    pub(crate) bucket: String,
+    pub(crate) doc: BucketDoc,
+    /// Index = field id.
+    pub(crate) fields: Vec<FieldDef>,
+    pub(crate) field_ids: HashMap<String, u16>,
+    /// Index = series id; tag values in `doc.config.tags` order.
+    pub(crate) series: Vec<Vec<String>>,
+}
+
+/// One registered field.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FieldDef {
+    pub(crate) name: String,
+    pub(crate) ty: FieldType,
+}
+
+/// Apply's private per-bucket state for the hot path (no reads for new records).
+#[derive(Default, Debug)]
+pub(crate) struct BucketHot {
+    pub(crate) series_index: HashMap<Vec<String>, u32>,
+    /// Newest timestamp per series (`i64::MIN` when it has none).
+    pub(crate) last_ts: Vec<i64>,
+    /// Newest rollup window per series and level, as stored.
+    pub(crate) open: Vec<[Option<OpenWindow>; 3]>,
+}
+
+/// The newest rollup row of one series at one level.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenWindow {
+    pub(crate) start: i64,
+    pub(crate) stats: Vec<(u16, Stats)>,
+}
+
+impl Engine {
+    /// Opens (or creates) the engine under `root`.
+    pub fn open(root: impl AsRef<Path>, opts: EngineOptions) -> EngineResult<Engine> {
+        let root = root.as_ref().to_path_buf();
+        std::fs::create_dir_all(&root).map_err(EngineError::io(format!("creating {}", root.display())))?;
+        let gen = match read_current(&root)? {
+            Some(g) => g,
+            None => {
+                let g = "gen-000001".to_string();
+                write_current(&root, &g)?;
+                g
+            }
+        };
+        remove_stale_generations(&root, &gen);
+        let inner = open_generation(&root.join(&gen), &opts)?;
+        Ok(Engine {
+            root,
+            opts,
+            inner: RwLock::new(Arc::new(inner)),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> Arc<Inner> {
+        self.inner.read().clone()
+    }
+
+    /// The opaque marker stored by the last apply (`None` on a fresh engine).
+    pub fn applied_marker(&self) -> EngineResult<Option<Vec<u8>>> {
+        let inner = self.inner();
+        inner
+            .db
+            .get_cf(cf(&inner.db, keys::CF_META)?, keys::KEY_APPLIED)
+            .map_err(EngineError::rocks("reading the applied marker"))
+    }
+
+    /// Flushes every column family atomically: afterwards the current applied marker and
+    /// everything before it survive a crash. Returns that marker.
+    pub fn flush(&self) -> EngineResult<Option<Vec<u8>>> {
+        let inner = self.inner();
+        let _apply = inner.state.read(); // no apply in between: the marker matches the data
+        let marker = inner
+            .db
+            .get_cf(cf(&inner.db, keys::CF_META)?, keys::KEY_APPLIED)
+            .map_err(EngineError::rocks("reading the applied marker"))?;
+        flush_db(&inner.db)?;
+        Ok(marker)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Without a WAL, unflushed memtables are lost at close; flush what we can so a
+        // clean shutdown needs no log replay. Errors are logged: Drop cannot report them.
+        if let Err(e) = flush_db(&self.inner.read().db) {
+            tracing::warn!("flush at close failed: {e}");
+        }
+    }
+}
+
+pub(crate) fn flush_db(db: &DB) -> EngineResult<()> {
+    let cfs: Vec<_> = ALL_CFS.iter().map(|n| cf(db, n)).collect::<EngineResult<_>>()?;
+    let mut fo = rocksdb::FlushOptions::default();
+    fo.set_wait(true);
+    db.flush_cfs_opt(&cfs, &fo).map_err(EngineError::rocks("flushing the state"))
+}
+
+/// Column family handle by name.
+pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> EngineResult<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name)
+        .ok_or_else(|| EngineError::Corrupt(format!("column family `{name}` is missing")))
+}
+
+pub(crate) fn db_options(opts: &EngineOptions) -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(true);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_atomic_flush(true);
+    db_opts.set_max_background_jobs(opts.background_jobs);
+    db_opts.set_max_open_files(512);
+    let cache = Cache::new_lru_cache(opts.block_cache_bytes);
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| {
+            let mut o = Options::default();
+            let mut t = BlockBasedOptions::default();
+            t.set_block_cache(&cache);
+            t.set_block_size(if *name == keys::CF_SERIES { 32 << 10 } else { 8 << 10 });
+            o.set_block_based_table_factory(&t);
+            o.set_compression_type(DBCompressionType::Lz4);
+            o.set_write_buffer_size(opts.write_buffer_bytes);
+            o.set_level_compaction_dynamic_level_bytes(true);
+            ColumnFamilyDescriptor::new(*name, o)
+        })
+        .collect();
+    (db_opts, cfs)
+}
+
+fn open_generation(dir: &Path, opts: &EngineOptions) -> EngineResult<Inner> {
+    let (db_opts, cfs) = db_options(opts);
+    let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
+        .map_err(EngineError::rocks(format!("opening {}", dir.display())))?;
+    let meta = cf(&db, keys::CF_META)?;
+    match db.get_cf(meta, keys::KEY_FORMAT).map_err(EngineError::rocks("reading the format version"))? {
+        Some(v) => {
+            let found = u32::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| EngineError::Corrupt("format version is not 4 bytes".into()))?,
+            );
+            if found != keys::FORMAT_VERSION {
+                return Err(EngineError::FormatVersion {
+                    found,
+                    expected: keys::FORMAT_VERSION,
+                });
+            }
+        }
+        None => {
+            let mut wo = rocksdb::WriteOptions::default();
+            wo.disable_wal(true);
+            db.put_cf_opt(meta, keys::KEY_FORMAT, keys::FORMAT_VERSION.to_be_bytes(), &wo)
+                .map_err(EngineError::rocks("writing the format version"))?;
+            flush_db(&db)?;
+        }
+    }
+    let state = load::load_state(&db)?;
+    Ok(Inner {
+        db,
+        state: RwLock::new(state),
+    })
+}
+
+fn read_current(root: &Path) -> EngineResult<Option<String>> {
+    match std::fs::read_to_string(root.join("CURRENT")) {
+        Ok(s) => {
+            let g = s.trim().to_string();
+            if g.starts_with("gen-") && !g.contains('/') {
+                Ok(Some(g))
+            } else {
+                Err(EngineError::Corrupt(format!("CURRENT names `{g}`, not a generation")))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(EngineError::Io {
+            context: "reading CURRENT".into(),
+            source: e,
+        }),
+    }
+}
+
+/// Atomically points `CURRENT` at `gen` (write a temp file, fsync, rename, fsync dir).
+fn write_current(root: &Path, gen: &str) -> EngineResult<()> {
+    use std::io::Write;
+    let tmp = root.join("CURRENT.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(EngineError::io("creating CURRENT.tmp"))?;
+    f.write_all(gen.as_bytes()).map_err(EngineError::io("writing CURRENT.tmp"))?;
+    f.sync_all().map_err(EngineError::io("syncing CURRENT.tmp"))?;
+    std::fs::rename(&tmp, root.join("CURRENT")).map_err(EngineError::io("renaming CURRENT"))?;
+    sync_dir(root)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> EngineResult<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(EngineError::io(format!("syncing {}", dir.display())))
+}
+
+/// Removes generations other than the current one (left by an interrupted install or
+/// by readers that held an old generation when the process stopped).
+fn remove_stale_generations(root: &Path, current: &str) {
+    let Ok(rd) = std::fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if (name.starts_with("gen-") || name.starts_with("incoming-")) && name != current {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!("could not remove stale {name}: {err}");
+            }
+        }
+    }
+}

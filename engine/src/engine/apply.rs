@@ -1,0 +1,735 @@
+//! The write path: `apply(commands, marker)`.
+//!
+//! One call is one RocksDB write batch holding every effect plus the marker, written
+//! without a WAL (see `engine.rs`). Commands see each other's effects through the
+//! [`Batch`] overlays (meta documents, records, rollup rows, newest rows), so a batch is
+//! equivalent to applying its commands one by one. Each command validates everything
+//! before it changes anything, so a rejected command leaves no trace.
+//!
+//! Rollups, the hot path: a record newer than its series' newest timestamp reads
+//! nothing. Its rollup windows start from the in-memory newest window (or empty) and
+//! are written once per batch per touched (series, level, window). A late record reads
+//! whether it replaces one: if not, its windows merge it in (one read per window); if it
+//! does, the windows are recomputed from raw rows at the end of the batch.
+
+use super::load::{decode_rollup, encode_rollup, encode_tag_values};
+use super::{cf, BucketHot, BucketView, Engine, FieldDef, OpenWindow, State};
+use crate::aggregate::RollupLevel;
+use crate::catalog::{self, BucketDoc};
+use crate::command::{Command, DocKind, Output, PutMode};
+use crate::error::{CommandError, EngineError, EngineResult};
+use crate::keys;
+use crate::limits::{BUCKET_FIELDS_MAX, SERIES_PER_BUCKET_MAX};
+use crate::record::{self, decode_all};
+use crate::stats::Stats;
+use crate::value::{FieldType, Num, Value};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+type CmdResult = Result<Output, CommandError>;
+/// (bucket, series, level, window start).
+type RollupKey = (u32, u32, u8, i64);
+
+impl Engine {
+    /// Applies `commands` in order and stores `marker` with their effects, atomically.
+    /// Returns one result per command; only an I/O failure fails the whole call (and then
+    /// nothing of it is stored).
+    pub fn apply(&self, commands: &[Command], marker: &[u8]) -> EngineResult<Vec<CmdResult>> {
+        let inner = self.inner();
+        let mut st = inner.state.write();
+        let outcome = (|| {
+            let mut batch = Batch::new(&inner.db);
+            let mut results = Vec::with_capacity(commands.len());
+            for c in commands {
+                results.push(batch.apply_command(&mut st, c)?);
+            }
+            let wb = batch.finish(&mut st, marker)?;
+            let mut wo = WriteOptions::default();
+            wo.disable_wal(true);
+            inner.db.write_opt(wb, &wo).map_err(EngineError::rocks("writing the batch"))?;
+            Ok(results)
+        })();
+        if outcome.is_err() {
+            // Apply mutated the indexes as it went; the database has none of it.
+            match super::load::load_state(&inner.db) {
+                Ok(s) => *st = s,
+                Err(e) => tracing::error!("reloading indexes after a failed apply: {e}"),
+            }
+        }
+        outcome
+    }
+}
+
+/// Effects of one apply call, gathered before they are written.
+struct Batch<'a> {
+    db: &'a DB,
+    /// Meta column family writes (`None` deletes), in key order.
+    meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Range deletions, written before everything else.
+    range_deletes: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    /// New raw records per (bucket, series).
+    records: HashMap<(u32, u32), BTreeMap<i64, Vec<u8>>>,
+    /// Rollup rows to write (`None` deletes).
+    rollups: HashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
+    /// Rollup windows to recompute from raw rows at the end (a record was replaced).
+    recompute: BTreeSet<RollupKey>,
+    /// Newest row per series: `Some(ts)` rewrites it from `records`, `None` deletes it.
+    latest: HashMap<(u32, u32), Option<i64>>,
+    /// Per bucket: rows older than this were expired earlier in this batch.
+    expired: HashMap<u32, i64>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(db: &'a DB) -> Batch<'a> {
+        Batch {
+            db,
+            meta: BTreeMap::new(),
+            range_deletes: Vec::new(),
+            records: HashMap::new(),
+            rollups: HashMap::new(),
+            recompute: BTreeSet::new(),
+            latest: HashMap::new(),
+            expired: HashMap::new(),
+        }
+    }
+
+    fn apply_command(&mut self, st: &mut State, c: &Command) -> EngineResult<CmdResult> {
+        match c {
+            Command::PutDoc { kind, user, parent, id, doc } => {
+                self.put_doc(st, *kind, user, parent, id, doc, PutMode::Upsert)
+            }
+            Command::PutDocWith { kind, user, parent, id, doc, mode } => {
+                self.put_doc(st, *kind, user, parent, id, doc, *mode)
+            }
+            Command::DeleteDoc { kind, user, parent, id } => self.delete_doc(st, *kind, user, parent, id),
+            Command::CreateBucket { user, bucket, doc } => self.create_bucket(st, user, bucket, doc),
+            Command::UpdateBucket { user, bucket, doc } => self.update_bucket(st, user, bucket, doc),
+            Command::DeleteBucket { user, bucket } => match st.bucket_ids.get(&(user.clone(), bucket.clone())) {
+                Some(&bid) => {
+                    self.delete_bucket(st, bid);
+                    Ok(Ok(Output::Done))
+                }
+                None => Ok(Err(bucket_not_found(user, bucket))),
+            },
+            Command::WriteRecords { user, bucket, records, default_ts } => {
+                self.write_records(st, user, bucket, records, *default_ts)
+            }
+            Command::Expire { user, bucket, before_ts } => self.expire(st, user, bucket, *before_ts),
+        }
+    }
+
+    // ---- meta overlay ----
+
+    fn meta_get(&self, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        if let Some(v) = self.meta.get(key) {
+            return Ok(v.clone());
+        }
+        self.db
+            .get_cf(cf(self.db, keys::CF_META)?, key)
+            .map_err(EngineError::rocks("reading the catalog"))
+    }
+
+    fn meta_keys_with_prefix(&self, prefix: &[u8]) -> EngineResult<Vec<Vec<u8>>> {
+        let mut keys: BTreeSet<Vec<u8>> = super::load::prefix_scan(self.db, keys::CF_META, prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for (k, v) in self.meta.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(_) => keys.insert(k.clone()),
+                None => keys.remove(k),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    // ---- documents ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn put_doc(
+        &mut self,
+        st: &State,
+        kind: DocKind,
+        user: &str,
+        parent: &str,
+        id: &str,
+        doc: &str,
+        mode: PutMode,
+    ) -> EngineResult<CmdResult> {
+        let what = describe(kind, user, parent, id);
+        if let Err(e) = self.check_doc_path(kind, user, parent, id) {
+            return Ok(Err(e));
+        }
+        if kind == DocKind::Bucket {
+            return Ok(Err(CommandError::Invalid("buckets are written with the bucket commands".into())));
+        }
+        let _ = st;
+        let new = match catalog::parse_doc(kind.name(), doc) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = keys::doc_key(kind.tag(), user, parent, id);
+        let old = self.meta_get(&key)?;
+        let stored = match (mode, old) {
+            (PutMode::Create, Some(_)) => return Ok(Err(CommandError::Conflict(what))),
+            (PutMode::Merge, None) => return Ok(Err(CommandError::NotFound(what))),
+            (PutMode::Merge, Some(old)) => {
+                let mut base = match serde_json::from_slice::<serde_json::Value>(&old) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => return Err(EngineError::Corrupt(format!("{what} is not a JSON object"))),
+                };
+                catalog::merge_doc(&mut base, new);
+                serde_json::Value::Object(base).to_string()
+            }
+            _ => serde_json::Value::Object(new).to_string(),
+        };
+        if stored.len() > crate::limits::DOCUMENT_BYTES_MAX {
+            return Ok(Err(CommandError::TooLarge {
+                what,
+                limit: crate::limits::DOCUMENT_BYTES_MAX as u64,
+            }));
+        }
+        self.meta.insert(key, Some(stored.into_bytes()));
+        Ok(Ok(Output::Done))
+    }
+
+    /// Ids are valid, the owner exists, and a property's device exists.
+    fn check_doc_path(&self, kind: DocKind, user: &str, parent: &str, id: &str) -> EngineResult<Result<(), CommandError>> {
+        let check = || -> Result<(), CommandError> {
+            catalog::validate_id("user", user)?;
+            if kind == DocKind::User {
+                if !id.is_empty() || !parent.is_empty() {
+                    return Err(CommandError::Invalid("a user document has no parent and no id".into()));
+                }
+                return Ok(());
+            }
+            catalog::validate_id(kind.name(), id)?;
+            if kind == DocKind::Property {
+                catalog::validate_id("device", parent)?;
+            } else if !parent.is_empty() {
+                return Err(CommandError::Invalid(format!("a {} has no parent", kind.name())));
+            }
+            Ok(())
+        };
+        if let Err(e) = check() {
+            return Ok(Err(e));
+        }
+        if kind != DocKind::User && self.meta_get(&keys::doc_key(DocKind::User.tag(), user, "", ""))?.is_none() {
+            return Ok(Err(CommandError::NotFound(format!("user `{user}`"))));
+        }
+        if kind == DocKind::Property
+            && self.meta_get(&keys::doc_key(DocKind::Device.tag(), user, "", parent))?.is_none()
+        {
+            return Ok(Err(CommandError::NotFound(format!("device `{parent}` of user `{user}`"))));
+        }
+        Ok(Ok(()))
+    }
+
+    fn delete_doc(&mut self, st: &mut State, kind: DocKind, user: &str, parent: &str, id: &str) -> EngineResult<CmdResult> {
+        if kind == DocKind::Bucket {
+            return Ok(Err(CommandError::Invalid("buckets are deleted with DeleteBucket".into())));
+        }
+        let key = keys::doc_key(kind.tag(), user, parent, id);
+        if self.meta_get(&key)?.is_none() {
+            return Ok(Err(CommandError::NotFound(describe(kind, user, parent, id))));
+        }
+        self.meta.insert(key, None);
+        match kind {
+            DocKind::User => {
+                for k in DocKind::OWNED {
+                    if k == DocKind::Bucket {
+                        continue;
+                    }
+                    for key in self.meta_keys_with_prefix(&keys::doc_prefix(k.tag(), user, None))? {
+                        self.meta.insert(key, None);
+                    }
+                }
+                let ids: Vec<u32> = st
+                    .views
+                    .values()
+                    .filter(|v| v.user == user)
+                    .map(|v| v.id)
+                    .collect();
+                for bid in ids {
+                    self.delete_bucket(st, bid);
+                }
+            }
+            DocKind::Device => {
+                for key in self.meta_keys_with_prefix(&keys::doc_prefix(DocKind::Property.tag(), user, Some(id)))? {
+                    self.meta.insert(key, None);
+                }
+            }
+            _ => {}
+        }
+        Ok(Ok(Output::Done))
+    }
+
+    // ---- buckets ----
+
+    fn create_bucket(&mut self, st: &mut State, user: &str, bucket: &str, doc: &str) -> EngineResult<CmdResult> {
+        if let Err(e) = self.check_doc_path(DocKind::Bucket, user, "", bucket)? {
+            return Ok(Err(e));
+        }
+        if st.bucket_ids.contains_key(&(user.to_string(), bucket.to_string())) {
+            return Ok(Err(CommandError::Conflict(format!("bucket `{bucket}` of user `{user}`"))));
+        }
+        let bid = st.next_bucket_id;
+        let parsed = catalog::parse_doc("bucket", doc).and_then(|d| BucketDoc::from_json(bucket, d, bid));
+        let bdoc = match parsed {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        st.next_bucket_id += 1;
+        self.meta.insert(keys::KEY_NEXT_BUCKET.to_vec(), Some(st.next_bucket_id.to_be_bytes().to_vec()));
+        self.meta.insert(
+            keys::doc_key(DocKind::Bucket.tag(), user, "", bucket),
+            Some(serde_json::to_vec(&bdoc).map_err(|e| EngineError::Corrupt(e.to_string()))?),
+        );
+        st.bucket_ids.insert((user.to_string(), bucket.to_string()), bid);
+        st.hot.insert(bid, BucketHot::default());
+        st.views.insert(
+            bid,
+            Arc::new(BucketView {
+                id: bid,
+                user: user.to_string(),
+                bucket: bucket.to_string(),
+                doc: bdoc,
+                fields: Vec::new(),
+                field_ids: HashMap::new(),
+                series: Vec::new(),
+            }),
+        );
+        Ok(Ok(Output::Done))
+    }
+
+    fn update_bucket(&mut self, st: &mut State, user: &str, bucket: &str, doc: &str) -> EngineResult<CmdResult> {
+        let Some(&bid) = st.bucket_ids.get(&(user.to_string(), bucket.to_string())) else {
+            return Ok(Err(bucket_not_found(user, bucket)));
+        };
+        let Some(view) = st.views.get_mut(&bid) else {
+            return Err(EngineError::Corrupt(format!("bucket `{bucket}` has no view")));
+        };
+        let patch = match catalog::parse_doc("bucket", doc) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut base = match view.doc.to_public_json(bucket) {
+            serde_json::Value::Object(m) => m,
+            _ => return Err(EngineError::Corrupt(format!("bucket `{bucket}` document"))),
+        };
+        catalog::merge_doc(&mut base, patch);
+        let new = match BucketDoc::from_json(bucket, base, bid) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        if new.config.tags != view.doc.config.tags {
+            return Ok(Err(CommandError::Invalid(format!(
+                "the tags of bucket `{bucket}` cannot change after it is created (they pick each record's series)"
+            ))));
+        }
+        self.meta.insert(
+            keys::doc_key(DocKind::Bucket.tag(), user, "", bucket),
+            Some(serde_json::to_vec(&new).map_err(|e| EngineError::Corrupt(e.to_string()))?),
+        );
+        Arc::make_mut(view).doc = new;
+        Ok(Ok(Output::Done))
+    }
+
+    fn delete_bucket(&mut self, st: &mut State, bid: u32) {
+        let Some(view) = st.views.remove(&bid) else { return };
+        st.hot.remove(&bid);
+        st.bucket_ids.remove(&(view.user.clone(), view.bucket.clone()));
+        self.meta.insert(keys::doc_key(DocKind::Bucket.tag(), &view.user, "", &view.bucket), None);
+        let internal = keys::bucket_internal_prefix(bid);
+        let internal_end = keys::prefix_end(&internal);
+        let stale: Vec<Vec<u8>> = self.meta.range(internal.clone()..internal_end.clone()).map(|(k, _)| k.clone()).collect();
+        for k in stale {
+            self.meta.remove(&k);
+        }
+        self.range_deletes.push((keys::CF_META, internal, internal_end));
+        let prefix = bid.to_be_bytes();
+        for name in [keys::CF_SERIES, keys::CF_ROLLUPS, keys::CF_LATEST] {
+            self.range_deletes.push((name, prefix.to_vec(), keys::prefix_end(&prefix)));
+        }
+        self.records.retain(|(b, _), _| *b != bid);
+        self.rollups.retain(|(b, ..), _| *b != bid);
+        self.recompute.retain(|(b, ..)| *b != bid);
+        self.latest.retain(|(b, _), _| *b != bid);
+    }
+
+    fn expire(&mut self, st: &mut State, user: &str, bucket: &str, before_ts: i64) -> EngineResult<CmdResult> {
+        let Some(&bid) = st.bucket_ids.get(&(user.to_string(), bucket.to_string())) else {
+            return Ok(Err(bucket_not_found(user, bucket)));
+        };
+        let before = RollupLevel::D1.window_start(before_ts);
+        let Some(hot) = st.hot.get_mut(&bid) else {
+            return Err(EngineError::Corrupt(format!("bucket `{bucket}` has no index")));
+        };
+        for sid in 0..hot.last_ts.len() as u32 {
+            self.range_deletes.push((
+                keys::CF_SERIES,
+                keys::record_key(bid, sid, i64::MIN).to_vec(),
+                keys::record_key(bid, sid, before).to_vec(),
+            ));
+            for level in RollupLevel::ALL {
+                self.range_deletes.push((
+                    keys::CF_ROLLUPS,
+                    keys::rollup_key(bid, sid, level as u8, i64::MIN).to_vec(),
+                    keys::rollup_key(bid, sid, level as u8, before).to_vec(),
+                ));
+                let open = &mut hot.open[sid as usize][level as usize];
+                if open.as_ref().is_some_and(|o| o.start < before) {
+                    *open = None;
+                }
+            }
+            if hot.last_ts[sid as usize] < before {
+                hot.last_ts[sid as usize] = i64::MIN;
+                self.latest.insert((bid, sid), None);
+            }
+        }
+        for ((b, _), rows) in self.records.iter_mut() {
+            if *b == bid {
+                *rows = rows.split_off(&before);
+            }
+        }
+        self.rollups.retain(|(b, _, _, ws), _| *b != bid || *ws >= before);
+        self.recompute.retain(|(b, _, _, ws)| *b != bid || *ws >= before);
+        let e = self.expired.entry(bid).or_insert(before);
+        *e = (*e).max(before);
+        Ok(Ok(Output::Done))
+    }
+
+    // ---- records ----
+
+    fn write_records(&mut self, st: &mut State, user: &str, bucket: &str, json: &str, default_ts: i64) -> EngineResult<CmdResult> {
+        let Some(&bid) = st.bucket_ids.get(&(user.to_string(), bucket.to_string())) else {
+            return Ok(Err(bucket_not_found(user, bucket)));
+        };
+        let (Some(view), Some(hot)) = (st.views.get_mut(&bid), st.hot.get_mut(&bid)) else {
+            return Err(EngineError::Corrupt(format!("bucket `{bucket}` has no index")));
+        };
+        if !view.doc.enabled {
+            return Ok(Err(CommandError::Invalid(format!("bucket `{bucket}` is disabled"))));
+        }
+        let parsed = match record::parse_records(json, &view.doc.config.tags, default_ts) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Phase 1: resolve every field against the registry without changing it.
+        let plan = match plan_fields(view, &parsed, bucket) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let new_series = parsed
+            .iter()
+            .filter(|r| !hot.series_index.contains_key(&r.tags))
+            .map(|r| &r.tags)
+            .collect::<BTreeSet<_>>()
+            .len();
+        if view.series.len() + new_series > SERIES_PER_BUCKET_MAX {
+            return Ok(Err(CommandError::TooLarge {
+                what: format!("series (distinct tag values) in bucket `{bucket}`"),
+                limit: SERIES_PER_BUCKET_MAX as u64,
+            }));
+        }
+        // Phase 2: commit registry changes, then the records.
+        let view = Arc::make_mut(view);
+        for (name, ty) in plan.new_fields {
+            let fid = view.fields.len() as u16;
+            let mut v = vec![ty as u8];
+            v.extend_from_slice(name.as_bytes());
+            self.meta.insert(keys::field_key(bid, fid), Some(v));
+            view.field_ids.insert(name.clone(), fid);
+            view.fields.push(FieldDef { name, ty });
+        }
+        for fid in plan.promoted {
+            let f = &mut view.fields[fid as usize];
+            f.ty = FieldType::Float;
+            let mut v = vec![FieldType::Float as u8];
+            v.extend_from_slice(f.name.as_bytes());
+            self.meta.insert(keys::field_key(bid, fid), Some(v));
+        }
+        let mut encoded = Vec::new();
+        let mut ids: Vec<(u16, Value)> = Vec::new();
+        let mut nums: Vec<(u16, Num)> = Vec::new();
+        for rec in &parsed {
+            let sid = match hot.series_index.get(&rec.tags) {
+                Some(&s) => s,
+                None => {
+                    let s = view.series.len() as u32;
+                    self.meta.insert(keys::series_key(bid, s), Some(encode_tag_values(&rec.tags)));
+                    view.series.push(rec.tags.clone());
+                    hot.series_index.insert(rec.tags.clone(), s);
+                    hot.last_ts.push(i64::MIN);
+                    hot.open.push([None, None, None]);
+                    s
+                }
+            };
+            ids.clear();
+            nums.clear();
+            for (name, v) in &rec.fields {
+                let fid = view.field_ids[name];
+                let v = match (view.fields[fid as usize].ty, v) {
+                    (FieldType::Float, Value::Int(i)) => Value::Float(*i as f64),
+                    _ => v.clone(),
+                };
+                if let Some(n) = v.as_num() {
+                    nums.push((fid, n));
+                }
+                ids.push((fid, v));
+            }
+            encoded.clear();
+            let refs: Vec<(u16, &Value)> = ids.iter().map(|(f, v)| (*f, v)).collect();
+            record::encode_fields(&refs, &mut encoded);
+            self.put_record(hot, bid, sid, rec.ts, encoded.clone(), &nums)?;
+        }
+        Ok(Ok(Output::Written {
+            records: parsed.len() as u64,
+        }))
+    }
+
+    fn put_record(&mut self, hot: &mut BucketHot, bid: u32, sid: u32, ts: i64, bytes: Vec<u8>, nums: &[(u16, Num)]) -> EngineResult<()> {
+        let last = hot.last_ts[sid as usize];
+        let replaced = ts <= last && self.record_exists(bid, sid, ts)?;
+        self.records.entry((bid, sid)).or_default().insert(ts, bytes);
+        if ts >= last {
+            hot.last_ts[sid as usize] = ts;
+            self.latest.insert((bid, sid), Some(ts));
+        }
+        if nums.is_empty() && !replaced {
+            return Ok(());
+        }
+        for level in RollupLevel::ALL {
+            let key = (bid, sid, level as u8, level.window_start(ts));
+            if replaced {
+                self.recompute.insert(key);
+                continue;
+            }
+            let row = self.rollup_row(hot, key)?;
+            for (fid, n) in nums {
+                match row.iter_mut().find(|(f, _)| f == fid) {
+                    Some((_, s)) => s.push(ts, *n),
+                    None => row.push((*fid, Stats::single(ts, *n))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn record_exists(&self, bid: u32, sid: u32, ts: i64) -> EngineResult<bool> {
+        if let Some(rows) = self.records.get(&(bid, sid)) {
+            if rows.contains_key(&ts) {
+                return Ok(true);
+            }
+        }
+        if self.expired.get(&bid).is_some_and(|b| ts < *b) {
+            return Ok(false);
+        }
+        let found = self
+            .db
+            .get_pinned_cf(cf(self.db, keys::CF_SERIES)?, keys::record_key(bid, sid, ts))
+            .map_err(EngineError::rocks("reading a replaced record"))?;
+        Ok(found.is_some())
+    }
+
+    /// The batch's copy of a rollup row, loaded on first touch: from the in-memory newest
+    /// window, empty when newer than it, else read from the database.
+    fn rollup_row(&mut self, hot: &BucketHot, key: RollupKey) -> EngineResult<&mut Vec<(u16, Stats)>> {
+        if !self.rollups.contains_key(&key) {
+            let (bid, sid, level, ws) = key;
+            let open = hot.open[sid as usize][level as usize].as_ref();
+            let base = match open {
+                Some(o) if o.start == ws => o.stats.clone(),
+                Some(o) if o.start < ws => Vec::new(),
+                _ if self.expired.get(&bid).is_some_and(|b| ws < *b) => Vec::new(),
+                _ => match self
+                    .db
+                    .get_pinned_cf(cf(self.db, keys::CF_ROLLUPS)?, keys::rollup_key(bid, sid, level, ws))
+                    .map_err(EngineError::rocks("reading a rollup row"))?
+                {
+                    Some(v) => decode_rollup(&v).ok_or_else(|| EngineError::Corrupt("undecodable rollup row".into()))?,
+                    None => Vec::new(),
+                },
+            };
+            self.rollups.insert(key, Some(base));
+        }
+        let slot = self.rollups.get_mut(&key).ok_or_else(|| EngineError::Corrupt("rollup slot vanished".into()))?;
+        Ok(slot.get_or_insert_with(Vec::new))
+    }
+
+    /// Recomputes one rollup window from raw rows: the database's, overlaid by this batch's.
+    fn recompute_row(&self, views: &HashMap<u32, Arc<BucketView>>, key: RollupKey) -> EngineResult<Vec<(u16, Stats)>> {
+        let (bid, sid, level, ws) = key;
+        let level = RollupLevel::from_u8(level).ok_or_else(|| EngineError::Corrupt("rollup level".into()))?;
+        let end = ws.saturating_add(level.len_ms());
+        let mut rows: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+        let floor = self.expired.get(&bid).copied().unwrap_or(i64::MIN).max(ws);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::record_key(bid, sid, end).to_vec());
+        let mut it = self.db.raw_iterator_cf_opt(cf(self.db, keys::CF_SERIES)?, ro);
+        it.seek(keys::record_key(bid, sid, floor));
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let ts = keys::record_key_ts(k).ok_or_else(|| EngineError::Corrupt("record key".into()))?;
+            rows.insert(ts, v.to_vec());
+            it.next();
+        }
+        it.status().map_err(EngineError::rocks("scanning records for a rollup"))?;
+        if let Some(batch_rows) = self.records.get(&(bid, sid)) {
+            for (ts, v) in batch_rows.range(ws..end) {
+                rows.insert(*ts, v.clone());
+            }
+        }
+        let types = views.get(&bid).map(|v| &v.fields);
+        let mut out: Vec<(u16, Stats)> = Vec::new();
+        for (ts, v) in rows {
+            let fields = decode_all(&v).ok_or_else(|| EngineError::Corrupt("undecodable record".into()))?;
+            for (fid, val) in fields {
+                let Some(n) = val.as_num() else { continue };
+                let ty = types.and_then(|f| f.get(fid as usize)).map(|f| f.ty).unwrap_or(FieldType::Float);
+                let n = n.to_type(ty);
+                match out.iter_mut().find(|(f, _)| *f == fid) {
+                    Some((_, s)) => s.push(ts, n),
+                    None => out.push((fid, Stats::single(ts, n))),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns the overlays into one write batch (range deletes first) with the marker, and
+    /// moves the in-memory newest windows forward.
+    fn finish(mut self, st: &mut State, marker: &[u8]) -> EngineResult<WriteBatch> {
+        for key in std::mem::take(&mut self.recompute) {
+            let row = self.recompute_row(&st.views, key)?;
+            self.rollups.insert(key, if row.is_empty() { None } else { Some(row) });
+        }
+        let db = self.db;
+        let mut wb = WriteBatch::default();
+        for (name, from, to) in &self.range_deletes {
+            wb.delete_range_cf(cf(db, name)?, from, to);
+        }
+        let series_cf = cf(db, keys::CF_SERIES)?;
+        for ((bid, sid), rows) in &self.records {
+            for (ts, v) in rows {
+                wb.put_cf(series_cf, keys::record_key(*bid, *sid, *ts), v);
+            }
+        }
+        let rollups_cf = cf(db, keys::CF_ROLLUPS)?;
+        for (&(bid, sid, level, ws), row) in &self.rollups {
+            let key = keys::rollup_key(bid, sid, level, ws);
+            match row {
+                Some(stats) if !stats.is_empty() => wb.put_cf(rollups_cf, key, encode_rollup(stats)),
+                _ => wb.delete_cf(rollups_cf, key),
+            }
+            let Some(hot) = st.hot.get_mut(&bid) else { continue };
+            let open = &mut hot.open[sid as usize][level as usize];
+            match row {
+                Some(stats) if !stats.is_empty() => {
+                    if open.as_ref().is_none_or(|o| o.start <= ws) {
+                        *open = Some(OpenWindow { start: ws, stats: stats.clone() });
+                    }
+                }
+                _ => {
+                    if open.as_ref().is_some_and(|o| o.start == ws) {
+                        *open = None;
+                    }
+                }
+            }
+        }
+        let latest_cf = cf(db, keys::CF_LATEST)?;
+        for (&(bid, sid), ts) in &self.latest {
+            let key = keys::series_prefix(bid, sid);
+            match ts.and_then(|ts| self.records.get(&(bid, sid)).and_then(|r| r.get(&ts)).map(|v| (ts, v))) {
+                Some((ts, v)) => {
+                    let mut val = keys::ts_bytes(ts).to_vec();
+                    val.extend_from_slice(v);
+                    wb.put_cf(latest_cf, key, val);
+                }
+                None => wb.delete_cf(latest_cf, key),
+            }
+        }
+        let meta_cf = cf(db, keys::CF_META)?;
+        for (k, v) in &self.meta {
+            match v {
+                Some(v) => wb.put_cf(meta_cf, k, v),
+                None => wb.delete_cf(meta_cf, k),
+            }
+        }
+        wb.put_cf(meta_cf, keys::KEY_APPLIED, marker);
+        Ok(wb)
+    }
+}
+
+/// How one write's fields map onto the bucket's registry.
+struct FieldPlan {
+    new_fields: Vec<(String, FieldType)>,
+    promoted: Vec<u16>,
+}
+
+/// Checks every field of every record against the registry (and against the new fields
+/// earlier records of the same write introduce). Integers into a float field become
+/// floats; a float into an integer field promotes the field to float (JSON does not
+/// distinguish 21 from 21.0, so devices send both); any other mismatch is an error.
+fn plan_fields(view: &BucketView, records: &[record::ParsedRecord], bucket: &str) -> Result<FieldPlan, CommandError> {
+    let mut plan = FieldPlan {
+        new_fields: Vec::new(),
+        promoted: Vec::new(),
+    };
+    for (i, rec) in records.iter().enumerate() {
+        for (name, v) in &rec.fields {
+            let vt = v.field_type();
+            let current = match view.field_ids.get(name) {
+                Some(&fid) => {
+                    let ty = if plan.promoted.contains(&fid) { FieldType::Float } else { view.fields[fid as usize].ty };
+                    Some((Some(fid), ty))
+                }
+                None => plan.new_fields.iter().find(|(n, _)| n == name).map(|(_, t)| (None, *t)),
+            };
+            match current {
+                None => {
+                    if view.fields.len() + plan.new_fields.len() >= BUCKET_FIELDS_MAX {
+                        return Err(CommandError::TooLarge {
+                            what: format!("fields in bucket `{bucket}`"),
+                            limit: BUCKET_FIELDS_MAX as u64,
+                        });
+                    }
+                    plan.new_fields.push((name.clone(), vt));
+                }
+                Some((_, ty)) if ty == vt => {}
+                Some((_, FieldType::Float)) if vt == FieldType::Int => {}
+                Some((fid, FieldType::Int)) if vt == FieldType::Float => match fid {
+                    Some(fid) => plan.promoted.push(fid),
+                    None => {
+                        if let Some(f) = plan.new_fields.iter_mut().find(|(n, _)| n == name) {
+                            f.1 = FieldType::Float;
+                        }
+                    }
+                },
+                Some((_, ty)) => {
+                    return Err(CommandError::Invalid(format!(
+                        "record {i}: field `{name}` is {} in bucket `{bucket}`, got {}",
+                        ty.name(),
+                        vt.name()
+                    )))
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+fn bucket_not_found(user: &str, bucket: &str) -> CommandError {
+    CommandError::NotFound(format!("bucket `{bucket}` of user `{user}`"))
+}
+
+fn describe(kind: DocKind, user: &str, parent: &str, id: &str) -> String {
+    match kind {
+        DocKind::User => format!("user `{user}`"),
+        DocKind::Property => format!("property `{id}` of device `{parent}` of user `{user}`"),
+        k => format!("{} `{id}` of user `{user}`", k.name()),
+    }
+}

@@ -1,0 +1,563 @@
+//! Reads: bucket data (raw and aggregated), newest values, SQL tables, catalog documents.
+//!
+//! Every read pairs a RocksDB snapshot with the bucket views of the same moment (taken
+//! under the state's read lock), so it never sees a field or series id the view lacks.
+
+use super::load::{decode_rollup, prefix_scan};
+use super::{cf, BucketView, Engine, Inner};
+use crate::aggregate::{self, AggRows, AggSource, FieldRef, RollupLevel, SeriesRef};
+use crate::command::DocKind;
+use crate::error::{EngineError, EngineResult, QueryError};
+use crate::keys;
+use crate::query::{ReadQuery, Sort};
+use crate::record::FieldDecoder;
+use crate::scan::{BucketColumns, BucketData, ScanRequest, ScanRow};
+use crate::stats::Stats;
+use crate::value::{FieldType, Num, Value};
+use rocksdb::{DBRawIteratorWithThreadMode, SnapshotWithThreadMode, DB};
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+/// A bucket read's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReadResult {
+    Raw(RawRows),
+    Agg(AggRows),
+}
+
+/// Raw records, newest or oldest first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawRows {
+    /// The bucket's tag names (each row's `tags` in this order).
+    pub tags: Vec<String>,
+    pub rows: Vec<RawRow>,
+    /// Cursor for the next page (`page=` parameter), when more rows match.
+    pub next_page: Option<String>,
+}
+
+/// One stored record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawRow {
+    pub ts: i64,
+    pub tags: Vec<String>,
+    pub fields: Vec<(String, Value)>,
+}
+
+/// A RocksDB snapshot together with the database it belongs to.
+pub(crate) struct Snap {
+    // Declared before `inner` so it is dropped first: it borrows `inner.db`.
+    snap: SnapshotWithThreadMode<'static, DB>,
+    inner: Arc<Inner>,
+}
+
+impl Snap {
+    /// Takes a snapshot; the caller holds the state lock so views match it.
+    fn new(inner: Arc<Inner>) -> Snap {
+        let snap = inner.db.snapshot();
+        // SAFETY: the snapshot borrows `inner.db`; `inner` is an Arc kept in the same
+        // struct and dropped after the snapshot (field order), so the database outlives
+        // the borrow. Moving the Arc does not move the database.
+        let snap: SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snap) };
+        Snap { snap, inner }
+    }
+}
+
+/// A consistent view of one bucket: a snapshot and the bucket's registries at that moment.
+pub(crate) struct BucketReader {
+    snap: Arc<Snap>,
+    view: Arc<BucketView>,
+    columns: BucketColumns,
+}
+
+impl BucketReader {
+    fn new(inner: Arc<Inner>, user: &str, bucket: &str) -> Result<BucketReader, QueryError> {
+        let st = inner.state.read();
+        let view = st
+            .bucket_ids
+            .get(&(user.to_string(), bucket.to_string()))
+            .and_then(|id| st.views.get(id))
+            .cloned()
+            .ok_or_else(|| QueryError::NotFound(format!("bucket `{bucket}` of user `{user}`")))?;
+        let snap = Arc::new(Snap::new(inner.clone()));
+        drop(st);
+        Ok(BucketReader::with(snap, view))
+    }
+
+    fn with(snap: Arc<Snap>, view: Arc<BucketView>) -> BucketReader {
+        let columns = BucketColumns {
+            tags: view.doc.config.tags.clone(),
+            fields: view
+                .fields
+                .iter()
+                .map(|f| FieldRef {
+                    name: f.name.clone(),
+                    ty: f.ty,
+                })
+                .collect(),
+        };
+        BucketReader { snap, view, columns }
+    }
+
+    fn iter(&self, cf_name: &str, lo: &[u8], hi: &[u8]) -> Result<DBRawIteratorWithThreadMode<'_, DB>, QueryError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_snapshot(&self.snap.snap);
+        ro.set_iterate_lower_bound(lo.to_vec());
+        ro.set_iterate_upper_bound(hi.to_vec());
+        let db = &self.snap.inner.db;
+        Ok(db.raw_iterator_cf_opt(cf(db, cf_name)?, ro))
+    }
+
+    /// Series whose tags match every filter (ordered by id).
+    fn select_series(&self, filters: &[(String, Vec<String>)]) -> Result<Vec<SeriesRef>, QueryError> {
+        let tags = &self.view.doc.config.tags;
+        let mut idx = Vec::with_capacity(filters.len());
+        for (t, vals) in filters {
+            let pos = tags.iter().position(|x| x == t).ok_or_else(|| QueryError::BadParam {
+                param: "tags",
+                message: format!("bucket `{}` has no tag `{t}` (its tags: {})", self.view.bucket, tags.join(", ")),
+            })?;
+            idx.push((pos, vals));
+        }
+        Ok(self
+            .view
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, vals)| idx.iter().all(|(p, want)| want.iter().any(|w| *w == vals[*p])))
+            .map(|(i, vals)| SeriesRef {
+                id: i as u32,
+                tags: tags.iter().cloned().zip(vals.iter().cloned()).collect(),
+            })
+            .collect())
+    }
+
+    /// Field ids for the requested names (`None`: every field); unknown names are skipped.
+    fn select_fields(&self, names: Option<&[String]>) -> Vec<u16> {
+        match names {
+            None => (0..self.view.fields.len() as u16).collect(),
+            Some(ns) => ns.iter().filter_map(|n| self.view.field_ids.get(n).copied()).collect(),
+        }
+    }
+
+    /// Decodes the selected fields of one record into `out` (indexed like `fids`).
+    fn decode_into(&self, bytes: &[u8], fids: &[u16], out: &mut [Option<Value>]) -> Result<(), QueryError> {
+        out.iter_mut().for_each(|o| *o = None);
+        let mut d = FieldDecoder::new(bytes).ok_or_else(corrupt_record)?;
+        while let Some((fid, v)) = d.next_with(|f| fids.contains(&f)).map_err(|_| corrupt_record())? {
+            if let (Some(v), Some(pos)) = (v, fids.iter().position(|f| *f == fid)) {
+                let ty = self.view.fields.get(fid as usize).map(|f| f.ty);
+                out[pos] = Some(match (ty, v) {
+                    (Some(FieldType::Float), Value::Int(i)) => Value::Float(i as f64),
+                    (_, v) => v,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn raw_read(&self, q: &ReadQuery) -> Result<RawRows, QueryError> {
+        let series = self.select_series(&q.tags)?;
+        let fids = self.select_fields(q.fields.as_deref());
+        let cursor = q.page.as_deref().map(parse_cursor).transpose()?;
+        // One iterator per series, merged by (ts, series id).
+        let mut iters = Vec::with_capacity(series.len());
+        let mut heap = BinaryHeap::new();
+        for s in &series {
+            let (mut lo, mut hi) = (q.min_ts, q.max_ts);
+            if let Some((cts, csid)) = cursor {
+                match q.sort {
+                    Sort::Asc => lo = lo.max(if s.id > csid { cts } else { cts.saturating_add(1) }),
+                    Sort::Desc => hi = hi.min(if s.id < csid { cts } else { cts.saturating_sub(1) }),
+                }
+            }
+            if lo > hi {
+                continue;
+            }
+            let mut it = self.iter(
+                keys::CF_SERIES,
+                &keys::record_key(self.view.id, s.id, lo),
+                &upper_key(self.view.id, s.id, hi),
+            )?;
+            match q.sort {
+                Sort::Asc => it.seek_to_first(),
+                Sort::Desc => it.seek_to_last(),
+            }
+            if let Some(ts) = it.key().and_then(keys::record_key_ts) {
+                let i = iters.len();
+                heap.push(HeapKey::new(q.sort, ts, s.id, i));
+            }
+            it.status().map_err(EngineError::rocks("reading records"))?;
+            iters.push((s, it));
+        }
+        let mut rows: Vec<(u32, RawRow)> = Vec::new();
+        let mut values = vec![None; fids.len()];
+        let mut next_page = None;
+        while let Some(top) = heap.pop() {
+            if rows.len() == q.items {
+                // More rows match: the cursor names the last row returned.
+                next_page = rows.last().map(|(sid, r)| format!("{}.{sid}", r.ts));
+                break;
+            }
+            let (s, it) = &mut iters[top.index];
+            let bytes = it.value().ok_or_else(corrupt_record)?;
+            self.decode_into(bytes, &fids, &mut values)?;
+            rows.push((
+                s.id,
+                RawRow {
+                    ts: top.ts,
+                    tags: s.tags.iter().map(|(_, v)| v.clone()).collect(),
+                    fields: self.named(&fids, &mut values),
+                },
+            ));
+            match q.sort {
+                Sort::Asc => it.next(),
+                Sort::Desc => it.prev(),
+            }
+            if let Some(ts) = it.key().and_then(keys::record_key_ts) {
+                heap.push(HeapKey::new(q.sort, ts, s.id, top.index));
+            }
+            it.status().map_err(EngineError::rocks("reading records"))?;
+        }
+        Ok(RawRows {
+            tags: self.view.doc.config.tags.clone(),
+            rows: rows.into_iter().map(|(_, r)| r).collect(),
+            next_page,
+        })
+    }
+
+    /// Pairs decoded values with their field names, skipping absent ones.
+    fn named(&self, fids: &[u16], values: &mut [Option<Value>]) -> Vec<(String, Value)> {
+        fids.iter()
+            .zip(values.iter_mut())
+            .filter_map(|(f, v)| v.take().map(|v| (self.view.fields[*f as usize].name.clone(), v)))
+            .collect()
+    }
+
+    fn latest(&self, filters: &[(String, Vec<String>)], fields: Option<&[String]>) -> Result<RawRows, QueryError> {
+        let series = self.select_series(filters)?;
+        let fids = self.select_fields(fields);
+        let mut values = vec![None; fids.len()];
+        let mut rows = Vec::with_capacity(series.len());
+        let prefix = self.view.id.to_be_bytes();
+        let mut it = self.iter(keys::CF_LATEST, &prefix, &keys::prefix_end(&prefix))?;
+        it.seek_to_first();
+        let wanted: std::collections::HashSet<u32> = series.iter().map(|s| s.id).collect();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let sid = k.get(4..8).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).ok_or_else(corrupt_record)?;
+            if wanted.contains(&sid) {
+                let ts = keys::ts_from(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt_record)?);
+                self.decode_into(&v[8..], &fids, &mut values)?;
+                rows.push(RawRow {
+                    ts,
+                    tags: self.view.series[sid as usize].clone(),
+                    fields: self.named(&fids, &mut values),
+                });
+            }
+            it.next();
+        }
+        it.status().map_err(EngineError::rocks("reading newest rows"))?;
+        Ok(RawRows {
+            tags: self.view.doc.config.tags.clone(),
+            rows,
+            next_page: None,
+        })
+    }
+}
+
+/// Exclusive upper bound for records of a series up to `max_ts` inclusive.
+fn upper_key(bucket: u32, series: u32, max_ts: i64) -> Vec<u8> {
+    match max_ts.checked_add(1) {
+        Some(t) => keys::record_key(bucket, series, t).to_vec(),
+        None => keys::prefix_end(&keys::series_prefix(bucket, series)),
+    }
+}
+
+fn corrupt_record() -> QueryError {
+    QueryError::Engine(EngineError::Corrupt("undecodable record".into()))
+}
+
+fn parse_cursor(s: &str) -> Result<(i64, u32), QueryError> {
+    let bad = || QueryError::BadParam {
+        param: "page",
+        message: format!("`{s}` is not a cursor returned by a previous read"),
+    };
+    let (ts, sid) = s.split_once('.').ok_or_else(bad)?;
+    Ok((ts.parse().map_err(|_| bad())?, sid.parse().map_err(|_| bad())?))
+}
+
+/// Heap entry: pops rows in (ts, series) order, ascending or descending.
+#[derive(PartialEq, Eq)]
+struct HeapKey {
+    sort: Sort,
+    ts: i64,
+    sid: u32,
+    index: usize,
+}
+
+impl HeapKey {
+    fn new(sort: Sort, ts: i64, sid: u32, index: usize) -> HeapKey {
+        HeapKey { sort, ts, sid, index }
+    }
+}
+
+impl Ord for HeapKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // BinaryHeap is a max-heap: ascending reads want the smallest key on top.
+        let mine = (self.ts, self.sid);
+        let theirs = (o.ts, o.sid);
+        match self.sort {
+            Sort::Asc => theirs.cmp(&mine),
+            Sort::Desc => mine.cmp(&theirs),
+        }
+    }
+}
+
+impl PartialOrd for HeapKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The engine's side of an aggregated read: selected series and fields of one reader.
+struct AggInput<'r> {
+    reader: &'r BucketReader,
+    series: Vec<SeriesRef>,
+    fields: Vec<FieldRef>,
+    fids: Vec<u16>,
+}
+
+impl<'r> AggInput<'r> {
+    fn new(reader: &'r BucketReader, q: &ReadQuery) -> Result<AggInput<'r>, QueryError> {
+        if let Some(g) = q.agg.as_ref().and_then(|a| a.group_by.as_ref()) {
+            if !reader.view.doc.config.tags.contains(g) {
+                return Err(QueryError::BadParam {
+                    param: "group_by",
+                    message: format!("bucket `{}` has no tag `{g}`", reader.view.bucket),
+                });
+            }
+        }
+        let series = reader.select_series(&q.tags)?;
+        let fids = reader.select_fields(q.fields.as_deref());
+        let fields = fids
+            .iter()
+            .map(|f| {
+                let d = &reader.view.fields[*f as usize];
+                FieldRef {
+                    name: d.name.clone(),
+                    ty: d.ty,
+                }
+            })
+            .collect();
+        Ok(AggInput {
+            reader,
+            series,
+            fields,
+            fids,
+        })
+    }
+}
+
+impl AggSource for AggInput<'_> {
+    fn series(&self) -> &[SeriesRef] {
+        &self.series
+    }
+
+    fn fields(&self) -> &[FieldRef] {
+        &self.fields
+    }
+
+    fn raw(&self, series: u32, from: i64, to: i64, f: &mut dyn FnMut(i64, &[Option<Num>])) -> Result<(), QueryError> {
+        if from >= to {
+            return Ok(());
+        }
+        let bid = self.reader.view.id;
+        let mut it = self.reader.iter(
+            keys::CF_SERIES,
+            &keys::record_key(bid, series, from),
+            &keys::record_key(bid, series, to),
+        )?;
+        it.seek_to_first();
+        let mut nums = vec![None; self.fids.len()];
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
+            nums.iter_mut().for_each(|n| *n = None);
+            let mut d = FieldDecoder::new(v).ok_or_else(corrupt_record)?;
+            while let Some((fid, v)) = d.next_with(|x| self.fids.contains(&x)).map_err(|_| corrupt_record())? {
+                if let (Some(v), Some(pos)) = (v, self.fids.iter().position(|x| *x == fid)) {
+                    nums[pos] = v.as_num().map(|n| n.to_type(self.fields[pos].ty));
+                }
+            }
+            f(ts, &nums);
+            it.next();
+        }
+        it.status().map_err(EngineError::rocks("reading records"))?;
+        Ok(())
+    }
+
+    fn rollups(
+        &self,
+        series: u32,
+        level: RollupLevel,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(i64, &[Option<Stats>]),
+    ) -> Result<(), QueryError> {
+        if from >= to {
+            return Ok(());
+        }
+        let bid = self.reader.view.id;
+        let mut it = self.reader.iter(
+            keys::CF_ROLLUPS,
+            &keys::rollup_key(bid, series, level as u8, from),
+            &keys::rollup_key(bid, series, level as u8, to),
+        )?;
+        it.seek_to_first();
+        let mut out = vec![None; self.fids.len()];
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let ws = keys::rollup_key_ts(k).ok_or_else(corrupt_record)?;
+            out.iter_mut().for_each(|o| *o = None);
+            for (fid, s) in decode_rollup(v).ok_or_else(corrupt_record)? {
+                if let Some(pos) = self.fids.iter().position(|x| *x == fid) {
+                    out[pos] = Some(s.to_type(self.fields[pos].ty));
+                }
+            }
+            f(ws, &out);
+            it.next();
+        }
+        it.status().map_err(EngineError::rocks("reading rollups"))?;
+        Ok(())
+    }
+}
+
+impl BucketData for BucketReader {
+    fn columns(&self) -> &BucketColumns {
+        &self.columns
+    }
+
+    fn scan(&self, req: &ScanRequest, f: &mut dyn FnMut(&ScanRow<'_>) -> bool) -> Result<(), QueryError> {
+        if req.min_ts > req.max_ts {
+            return Ok(());
+        }
+        let series = self.select_series(&req.tags)?;
+        let fids = self.select_fields(req.fields.as_deref());
+        let mut values = vec![None; fids.len()];
+        for s in series {
+            let mut it = self.iter(
+                keys::CF_SERIES,
+                &keys::record_key(self.view.id, s.id, req.min_ts),
+                &upper_key(self.view.id, s.id, req.max_ts),
+            )?;
+            it.seek_to_first();
+            let tags = &self.view.series[s.id as usize];
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
+                self.decode_into(v, &fids, &mut values)?;
+                if !f(&ScanRow { ts, tags, values: &values }) {
+                    return Ok(());
+                }
+                it.next();
+            }
+            it.status().map_err(EngineError::rocks("scanning records"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// A bucket read with Thinger's parameters: raw rows, or windows when `agg` is set.
+    pub fn read_bucket(&self, user: &str, bucket: &str, q: &ReadQuery) -> Result<ReadResult, QueryError> {
+        let reader = BucketReader::new(self.inner(), user, bucket)?;
+        match &q.agg {
+            None => Ok(ReadResult::Raw(reader.raw_read(q)?)),
+            Some(spec) => {
+                let input = AggInput::new(&reader, q)?;
+                Ok(ReadResult::Agg(aggregate::aggregate(q, spec, &input)?))
+            }
+        }
+    }
+
+    /// The newest record of every series matching `tags`, from the `latest` rows (one
+    /// short range read, no scan of the data).
+    pub fn latest(
+        &self,
+        user: &str,
+        bucket: &str,
+        tags: &[(String, Vec<String>)],
+        fields: Option<&[String]>,
+    ) -> Result<RawRows, QueryError> {
+        BucketReader::new(self.inner(), user, bucket)?.latest(tags, fields)
+    }
+
+    /// Read access to one bucket for SQL.
+    pub fn bucket_data(&self, user: &str, bucket: &str) -> Result<Arc<dyn BucketData>, QueryError> {
+        Ok(Arc::new(BucketReader::new(self.inner(), user, bucket)?))
+    }
+
+    /// Every bucket of `user` as a SQL table, all read at the same instant.
+    pub fn sql_tables(&self, user: &str) -> Vec<(String, Arc<dyn BucketData>)> {
+        let inner = self.inner();
+        let st = inner.state.read();
+        let snap = Arc::new(Snap::new(inner.clone()));
+        let mut out: Vec<(String, Arc<dyn BucketData>)> = st
+            .views
+            .values()
+            .filter(|v| v.user == user)
+            .map(|v| {
+                let r: Arc<dyn BucketData> = Arc::new(BucketReader::with(snap.clone(), v.clone()));
+                (v.bucket.clone(), r)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// A catalog document's JSON text.
+    pub fn get_doc(&self, kind: DocKind, user: &str, parent: &str, id: &str) -> EngineResult<Option<String>> {
+        if kind == DocKind::Bucket {
+            return Ok(self.get_bucket(user, id).map(|v| v.to_string()));
+        }
+        let inner = self.inner();
+        let v = inner
+            .db
+            .get_cf(cf(&inner.db, keys::CF_META)?, keys::doc_key(kind.tag(), user, parent, id))
+            .map_err(EngineError::rocks("reading a document"))?;
+        v.map(|b| String::from_utf8(b).map_err(|_| EngineError::Corrupt("document is not UTF-8".into())))
+            .transpose()
+    }
+
+    /// Every document of one kind of `user` (under `parent` for properties), by id.
+    pub fn list_docs(&self, kind: DocKind, user: &str, parent: Option<&str>) -> EngineResult<Vec<(String, String)>> {
+        if kind == DocKind::Bucket {
+            return Ok(self
+                .list_buckets(user)
+                .into_iter()
+                .map(|v| (v["bucket"].as_str().unwrap_or_default().to_string(), v.to_string()))
+                .collect());
+        }
+        let inner = self.inner();
+        let mut out = Vec::new();
+        for (k, v) in prefix_scan(&inner.db, keys::CF_META, &keys::doc_prefix(kind.tag(), user, parent))? {
+            let (_, _, id) = keys::split_doc_key(&k).ok_or_else(|| EngineError::Corrupt("document key".into()))?;
+            let doc = String::from_utf8(v).map_err(|_| EngineError::Corrupt("document is not UTF-8".into()))?;
+            out.push((id.to_string(), doc));
+        }
+        Ok(out)
+    }
+
+    /// A bucket's public document.
+    pub fn get_bucket(&self, user: &str, bucket: &str) -> Option<serde_json::Value> {
+        let inner = self.inner();
+        let st = inner.state.read();
+        let id = st.bucket_ids.get(&(user.to_string(), bucket.to_string()))?;
+        st.views.get(id).map(|v| v.doc.to_public_json(bucket))
+    }
+
+    /// Every bucket of `user`, sorted by id.
+    pub fn list_buckets(&self, user: &str) -> Vec<serde_json::Value> {
+        let inner = self.inner();
+        let st = inner.state.read();
+        let mut v: Vec<_> = st.views.values().filter(|v| v.user == user).collect();
+        v.sort_by(|a, b| a.bucket.cmp(&b.bucket));
+        v.into_iter().map(|v| v.doc.to_public_json(&v.bucket)).collect()
+    }
+}
