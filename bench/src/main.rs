@@ -1,1 +1,29 @@
-fn main() {}
+//! Thicket's workload generator and benchmarks. Reports figures; never passes or fails
+//! on speed. Build with `--release`.
+//!
+//! `thicket-bench engine` runs the engine benchmarks of the 1000-device workload
+//! (fields temperature, humidity, pressure; tag `device`; one sample per device every
+//! 10 s) and of the long-span workload (100 devices, one sample a minute, one year).
+
+mod engine_bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "thicket-bench", about = "Thicket workload generator and benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// In-process engine benchmarks (apply, newest values, rollup windows, SQL, disk use).
+    Engine(engine_bench::EngineArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Engine(a) => engine_bench::run(a),
+    }
+}

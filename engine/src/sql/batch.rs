@@ -46,7 +46,10 @@ pub enum OutputColumn {
     /// Index into [`ScanRow::tags`] (the bucket's tag order).
     Tag(usize),
     /// Index into [`ScanRow::values`] (the request's field order) and the field's type.
-    Field { pos: usize, ty: FieldType },
+    Field {
+        pos: usize,
+        ty: FieldType,
+    },
 }
 
 enum ColumnBuilder {
@@ -61,9 +64,9 @@ enum ColumnBuilder {
 impl ColumnBuilder {
     fn new(column: OutputColumn) -> ColumnBuilder {
         match column {
-            OutputColumn::Ts => ColumnBuilder::Ts(
-                TimestampMillisecondBuilder::new().with_timezone(TS_TIMEZONE),
-            ),
+            OutputColumn::Ts => {
+                ColumnBuilder::Ts(TimestampMillisecondBuilder::new().with_timezone(TS_TIMEZONE))
+            }
             OutputColumn::Tag(i) => ColumnBuilder::Tag(i, StringBuilder::new()),
             OutputColumn::Field { pos, ty } => match ty {
                 FieldType::Float => ColumnBuilder::Float(pos, Float64Builder::new()),
@@ -182,16 +185,30 @@ mod tests {
         let columns = [
             OutputColumn::Ts,
             OutputColumn::Tag(0),
-            OutputColumn::Field { pos: 1, ty: FieldType::Float },
-            OutputColumn::Field { pos: 0, ty: FieldType::Int },
+            OutputColumn::Field {
+                pos: 1,
+                ty: FieldType::Float,
+            },
+            OutputColumn::Field {
+                pos: 0,
+                ty: FieldType::Int,
+            },
         ];
         let mut builder = BatchBuilder::new(schema, &columns);
         let tags = ["d1".to_string()];
         let values = [Some(Value::Int(7)), Some(Value::Int(2))];
-        builder.append(&ScanRow { ts: 5, tags: &tags, values: &values });
+        builder.append(&ScanRow {
+            ts: 5,
+            tags: &tags,
+            values: &values,
+        });
         let no_tags = [String::new()];
         let missing = [Some(Value::Str("x".into())), None];
-        builder.append(&ScanRow { ts: 6, tags: &no_tags, values: &missing });
+        builder.append(&ScanRow {
+            ts: 6,
+            tags: &no_tags,
+            values: &missing,
+        });
         assert_eq!(builder.len(), 2);
 
         let batch = builder.finish().expect("batch");
@@ -212,8 +229,16 @@ mod tests {
     #[test]
     fn empty_projection_keeps_the_row_count() {
         let mut builder = BatchBuilder::new(Arc::new(Schema::empty()), &[]);
-        builder.append(&ScanRow { ts: 1, tags: &[], values: &[] });
-        builder.append(&ScanRow { ts: 2, tags: &[], values: &[] });
+        builder.append(&ScanRow {
+            ts: 1,
+            tags: &[],
+            values: &[],
+        });
+        builder.append(&ScanRow {
+            ts: 2,
+            tags: &[],
+            values: &[],
+        });
         assert_eq!(builder.finish().expect("batch").num_rows(), 2);
     }
 }

@@ -224,7 +224,11 @@ enum LiteralMs {
     Null,
     /// Every ms instant whose value in the literal's unit can equal the literal lies in
     /// `lo..=hi`; `exact` when that is the single instant `lo == hi`.
-    Range { lo: i64, hi: i64, exact: bool },
+    Range {
+        lo: i64,
+        hi: i64,
+        exact: bool,
+    },
 }
 
 /// Converts a timestamp literal of any unit into ms bounds.
@@ -265,8 +269,16 @@ fn timestamp_literal_ms(literal: &ScalarValue) -> Option<LiteralMs> {
 
 fn floor_ceil(v: i64, per_ms: i64) -> LiteralMs {
     let lo = v.div_euclid(per_ms);
-    let hi = if v.rem_euclid(per_ms) == 0 { lo } else { lo + 1 };
-    LiteralMs::Range { lo, hi, exact: false }
+    let hi = if v.rem_euclid(per_ms) == 0 {
+        lo
+    } else {
+        lo + 1
+    };
+    LiteralMs::Range {
+        lo,
+        hi,
+        exact: false,
+    }
 }
 
 /// `ts op literal` where the literal covers the ms instants `lo..=hi`.
@@ -301,7 +313,10 @@ mod tests {
     }
 
     fn ts_ms(v: i64) -> Expr {
-        lit(ScalarValue::TimestampMillisecond(Some(v), Some("UTC".into())))
+        lit(ScalarValue::TimestampMillisecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
     }
 
     fn set(values: &[&str]) -> BTreeSet<String> {
@@ -310,7 +325,10 @@ mod tests {
 
     #[test]
     fn ts_comparisons_give_inclusive_ranges() {
-        let b = bounds_of(&col("ts").gt_eq(ts_ms(10)).and(col("ts").lt(ts_ms(20))), &tags());
+        let b = bounds_of(
+            &col("ts").gt_eq(ts_ms(10)).and(col("ts").lt(ts_ms(20))),
+            &tags(),
+        );
         assert_eq!((b.min_ts, b.max_ts), (10, 19));
         let b = bounds_of(&ts_ms(10).lt(col("ts")), &tags());
         assert_eq!((b.min_ts, b.max_ts), (11, i64::MAX));
@@ -346,17 +364,28 @@ mod tests {
     fn tag_equality_and_in_lists() {
         let b = bounds_of(&col("device").eq(lit("a")), &tags());
         assert_eq!(b.tags.get("device"), Some(&set(&["a"])));
-        let b = bounds_of(&col("device").in_list(vec![lit("a"), lit("b")], false), &tags());
+        let b = bounds_of(
+            &col("device").in_list(vec![lit("a"), lit("b")], false),
+            &tags(),
+        );
         assert_eq!(b.tags.get("device"), Some(&set(&["a", "b"])));
-        let b = bounds_of(&col("device").eq(lit("a")).or(col("device").eq(lit("c"))), &tags());
+        let b = bounds_of(
+            &col("device").eq(lit("a")).or(col("device").eq(lit("c"))),
+            &tags(),
+        );
         assert_eq!(b.tags.get("device"), Some(&set(&["a", "c"])));
-        let b = bounds_of(&col("device").eq(lit("a")).and(col("device").eq(lit("c"))), &tags());
+        let b = bounds_of(
+            &col("device").eq(lit("a")).and(col("device").eq(lit("c"))),
+            &tags(),
+        );
         assert!(b.is_empty());
     }
 
     #[test]
     fn untranslatable_filters_are_unconstrained() {
-        assert!(bounds_of(&col("device").in_list(vec![lit("a")], true), &tags()).is_unconstrained());
+        assert!(
+            bounds_of(&col("device").in_list(vec![lit("a")], true), &tags()).is_unconstrained()
+        );
         assert!(bounds_of(&col("temp").gt(lit(3.0)), &tags()).is_unconstrained());
         assert!(bounds_of(&col("device").not_eq(lit("a")), &tags()).is_unconstrained());
         // An OR with an untranslatable side constrains nothing.

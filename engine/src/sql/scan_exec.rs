@@ -34,7 +34,7 @@ use datafusion::physical_plan::{
 use tokio::sync::mpsc;
 
 use super::batch::{BatchBuilder, OutputColumn};
-use crate::scan::{BucketData, ScanRequest};
+use crate::scan::{BucketData, ScanRequest, ScanRow};
 
 /// Batches buffered between the scanning thread and the query: enough to overlap
 /// decoding with processing, small enough that a stalled consumer pins little memory.
@@ -241,7 +241,7 @@ impl ScanJob {
             batch_rows,
             limit,
         } = self;
-        data.scan(request, &mut |row| {
+        data.scan(request, &mut |row: &ScanRow<'_>| {
             // Checked per row so a cancelled query stops within one row, not one batch.
             if tx.is_closed() {
                 return false;
