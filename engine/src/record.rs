@@ -243,11 +243,15 @@ fn unzigzag(u: u64) -> i64 {
 /// Encodes a float as a short decimal when that round-trips bit for bit.
 fn put_float(out: &mut Vec<u8>, f: f64) {
     for k in 0..=DEC_MAX {
-        let scaled = f * POW10[k as usize];
-        let m = scaled.round();
-        if m.abs() < 9.0e15 && (m / POW10[k as usize]).to_bits() == f.to_bits() {
+        let m = (f * POW10[k as usize]).round();
+        if m.abs() >= 9.0e15 {
+            break;
+        }
+        // Check with exactly what the decoder computes (this also keeps -0.0 as f64).
+        let m = m as i64;
+        if ((m as f64) / POW10[k as usize]).to_bits() == f.to_bits() {
             out.push(T_DEC0 + k);
-            put_varint(out, zigzag(m as i64));
+            put_varint(out, zigzag(m));
             return;
         }
     }

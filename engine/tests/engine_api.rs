@@ -79,7 +79,8 @@ fn raw_reads_honour_every_parameter() {
     ok(&e, &[user("u"), bucket("u", "b")], "1");
     let mut recs = Vec::new();
     for i in 0..30i64 {
-        recs.push(json!({"ts": 100 + i * 10, "device": ["a", "b", "c"][(i % 3) as usize], "t": i as f64 + 0.5, "n": i, "gps": {"lat": i}}));
+        let device = ["a", "b", "c"][(i % 3) as usize];
+        recs.push(json!({"ts": 100 + i * 10, "device": device, "t": i as f64 + 0.5, "n": i, "gps": {"lat": i}}));
     }
     ok(&e, &[write("u", "b", serde_json::Value::Array(recs))], "2");
     // Default: newest first, 100 items.

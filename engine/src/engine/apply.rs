@@ -161,7 +161,7 @@ impl<'a> Batch<'a> {
         mode: PutMode,
     ) -> EngineResult<CmdResult> {
         let what = describe(kind, user, parent, id);
-        if let Err(e) = self.check_doc_path(kind, user, parent, id) {
+        if let Err(e) = self.check_doc_path(kind, user, parent, id)? {
             return Ok(Err(e));
         }
         if kind == DocKind::Bucket {

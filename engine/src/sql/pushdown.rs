@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, InList, Operator};
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
 /// Name of the time column every bucket table has.
 pub const TS_COLUMN: &str = "ts";
