@@ -100,7 +100,11 @@ async fn read_data(
     // RocksDB reads block: keep them off the async workers.
     let result = tokio::task::spawn_blocking(move || engine.read_bucket(&user, &bucket, &query))
         .await
-        .map_err(|e| ApiError::bad_request(format!("read failed: {e}")))??;
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("the read failed inside the server: {e}"),
+            retry_after_s: None,
+        })??;
     Ok(Json(match result {
         ReadResult::Raw(r) => raw_json(&r),
         ReadResult::Agg(a) => agg_json(&a),

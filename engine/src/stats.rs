@@ -65,7 +65,7 @@ impl Stats {
         self.mean += delta * n_b / n;
         self.m2 += o.m2 + delta * delta * n_a * n_b / n;
         self.count += o.count;
-        self.sum = self.sum.add(o.sum);
+        self.sum = self.sum + o.sum;
         if o.min.cmp_total(self.min) == Ordering::Less {
             self.min = o.min;
         }
@@ -106,7 +106,7 @@ impl Stats {
 
     /// max − min in the field's type.
     pub fn spread(&self) -> Num {
-        self.max.sub(self.min)
+        self.max - self.min
     }
 
     /// The same statistics with every number in the field's current type (an integer

@@ -95,6 +95,28 @@ impl Value {
     }
 }
 
+/// Sum that stays an exact (wrapping, as InfluxDB's) integer while both sides are integers.
+impl std::ops::Add for Num {
+    type Output = Num;
+    fn add(self, other: Num) -> Num {
+        match (self, other) {
+            (Num::I(a), Num::I(b)) => Num::I(a.wrapping_add(b)),
+            (a, b) => Num::F(a.as_f64() + b.as_f64()),
+        }
+    }
+}
+
+/// Difference with the same typing rule as addition.
+impl std::ops::Sub for Num {
+    type Output = Num;
+    fn sub(self, other: Num) -> Num {
+        match (self, other) {
+            (Num::I(a), Num::I(b)) => Num::I(a.wrapping_sub(b)),
+            (a, b) => Num::F(a.as_f64() - b.as_f64()),
+        }
+    }
+}
+
 impl From<Num> for Value {
     fn from(n: Num) -> Value {
         match n {
@@ -117,22 +139,6 @@ impl Num {
         match self {
             Num::I(i) => i as f64,
             Num::F(f) => f,
-        }
-    }
-
-    /// Sum that stays an exact (wrapping, as InfluxDB's) integer while both sides are integers.
-    pub fn add(self, other: Num) -> Num {
-        match (self, other) {
-            (Num::I(a), Num::I(b)) => Num::I(a.wrapping_add(b)),
-            (a, b) => Num::F(a.as_f64() + b.as_f64()),
-        }
-    }
-
-    /// Difference with the same typing rule as [`Num::add`].
-    pub fn sub(self, other: Num) -> Num {
-        match (self, other) {
-            (Num::I(a), Num::I(b)) => Num::I(a.wrapping_sub(b)),
-            (a, b) => Num::F(a.as_f64() - b.as_f64()),
         }
     }
 

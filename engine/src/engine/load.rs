@@ -172,3 +172,36 @@ pub(crate) fn decode_rollup(b: &[u8]) -> Option<Vec<(u16, Stats)>> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Num;
+
+    /// Golden bytes: rollup rows and series entries are persisted.
+    #[test]
+    fn persisted_encodings_are_stable() {
+        assert_eq!(encode_tag_values(&["a".into(), "".into()]), vec![2, 1, b'a', 0]);
+        assert_eq!(decode_tag_values(&[2, 1, b'a', 0]), Some(vec!["a".to_string(), String::new()]));
+        let mut s = Stats::single(1, Num::I(2));
+        s.push(3, Num::I(4));
+        let row = encode_rollup(&[(7, s)]);
+        let hex: String = row.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "00010007\
+             0200000000000000\
+             010600000000000000\
+             010200000000000000\
+             010400000000000000\
+             0100000000000000\
+             010200000000000000\
+             0300000000000000\
+             010400000000000000\
+             0000000000000840\
+             0000000000000040"
+        );
+        assert_eq!(decode_rollup(&row), Some(vec![(7, s)]));
+        assert!(decode_rollup(&row[..row.len() - 1]).is_none());
+    }
+}
