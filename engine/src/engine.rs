@@ -100,7 +100,7 @@ pub(crate) struct FieldDef {
 /// Apply's private per-bucket state for the hot path (no reads for new records).
 #[derive(Default, Debug)]
 pub(crate) struct BucketHot {
-    pub(crate) series_index: HashMap<Vec<String>, u32>,
+    pub(crate) series_index: rustc_hash::FxHashMap<Vec<String>, u32>,
     /// Newest timestamp per series (`i64::MIN` when it has none).
     pub(crate) last_ts: Vec<i64>,
     /// Newest rollup window per series and level, as stored.

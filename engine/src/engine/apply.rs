@@ -24,6 +24,7 @@ use crate::record::{self, decode_all};
 use crate::stats::Stats;
 use crate::value::{FieldType, Num, Value};
 use rocksdb::{WriteBatch, WriteOptions, DB};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -69,15 +70,15 @@ struct Batch<'a> {
     /// Range deletions, written before everything else.
     range_deletes: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
     /// New raw records per (bucket, series).
-    records: HashMap<(u32, u32), BTreeMap<i64, Vec<u8>>>,
+    records: FxHashMap<(u32, u32), BTreeMap<i64, Vec<u8>>>,
     /// Rollup rows to write (`None` deletes).
-    rollups: HashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
+    rollups: FxHashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
     /// Rollup windows to recompute from raw rows at the end (a record was replaced).
     recompute: BTreeSet<RollupKey>,
     /// Newest row per series: `Some(ts)` rewrites it from `records`, `None` deletes it.
-    latest: HashMap<(u32, u32), Option<i64>>,
+    latest: FxHashMap<(u32, u32), Option<i64>>,
     /// Per bucket: rows older than this were expired earlier in this batch.
-    expired: HashMap<u32, i64>,
+    expired: FxHashMap<u32, i64>,
 }
 
 impl<'a> Batch<'a> {
@@ -86,11 +87,11 @@ impl<'a> Batch<'a> {
             db,
             meta: BTreeMap::new(),
             range_deletes: Vec::new(),
-            records: HashMap::new(),
-            rollups: HashMap::new(),
+            records: FxHashMap::default(),
+            rollups: FxHashMap::default(),
             recompute: BTreeSet::new(),
-            latest: HashMap::new(),
-            expired: HashMap::new(),
+            latest: FxHashMap::default(),
+            expired: FxHashMap::default(),
         }
     }
 
