@@ -41,7 +41,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::common::{DataFusionError, TableReference};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::RecordBatchStream;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 

@@ -40,7 +40,7 @@ async fn sql_aggregates_real_bucket_rows() {
     assert_eq!(rows[3]["h"], 3_600_000);
     assert_eq!(rows[3]["mx"], 120.0);
     // A time range and projection: the right rows, as CSV with a header.
-    let batches = run_sql(e.sql_tables("u"), "SELECT ts, temp FROM env WHERE device = 'd1' AND ts >= 60000 AND ts < 180000 ORDER BY ts", &SqlOptions::default())
+    let batches = run_sql(e.sql_tables("u"), "SELECT ts, temp FROM env WHERE device = 'd1' AND ts >= to_timestamp_millis(60000) AND ts < to_timestamp_millis(180000) ORDER BY ts", &SqlOptions::default())
         .await
         .unwrap();
     let csv = batches_to_csv(&batches).unwrap();

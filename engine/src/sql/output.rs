@@ -231,7 +231,7 @@ mod tests {
         let batch =
             RecordBatch::try_from_iter(vec![("l", Arc::new(list) as ArrayRef)]).expect("batch");
         assert_eq!(
-            batches_to_csv(&[batch.clone()]).expect("csv"),
+            batches_to_csv(std::slice::from_ref(&batch)).expect("csv"),
             "l\n\"[1, 2]\"\n\"\"\n"
         );
         let parsed: serde_json::Value =

@@ -155,7 +155,7 @@ enum ColumnRef<'a> {
 fn column_ref<'a>(expr: &'a Expr, tag_names: &[String]) -> Option<ColumnRef<'a>> {
     match expr {
         Expr::Column(col) if col.name == TS_COLUMN => Some(ColumnRef::Ts),
-        Expr::Column(col) if tag_names.iter().any(|t| *t == col.name) => {
+        Expr::Column(col) if tag_names.contains(&col.name) => {
             Some(ColumnRef::Tag(col.name.as_str()))
         }
         Expr::Cast(cast) => cast_ref(&cast.expr, cast.field.data_type(), tag_names),
