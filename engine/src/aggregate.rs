@@ -7,12 +7,18 @@
 //! rollup level read rollups; ragged edges and median/mode read raw points.
 //!
 //! Submodules:
-//! - `window`: window starts/ends for fixed and calendar windows in a zone (DST rules).
-//! - `compute`: per group, per field, per window aggregation from raw points and rollups.
-//! - `transform`: transforms over the window series, fill.
+//! - `windows`: window starts/ends for fixed and calendar windows in a zone (DST rules).
+//! - `cells`: per group, per field, per window aggregation from raw points and rollups.
+//! - `transforms`: transforms over the window series.
+
+mod cells;
+mod transforms;
+mod windows;
+
+pub use cells::{aggregate, aggregate_with, AGG_CELLS_MAX};
+pub use windows::Windows;
 
 use crate::error::QueryError;
-use crate::query::{AggSpec, ReadQuery};
 use crate::stats::Stats;
 use crate::value::{FieldType, Num, Value};
 
@@ -105,6 +111,21 @@ pub trait AggSource {
         to: i64,
         f: &mut dyn FnMut(i64, &[Option<Stats>]),
     ) -> Result<(), QueryError>;
+
+    /// Oldest and newest timestamp of the selected series (bounds an open-ended read).
+    /// The default walks the raw points; the engine answers with two seeks per series.
+    fn time_range(&self) -> Result<Option<(i64, i64)>, QueryError> {
+        let mut range: Option<(i64, i64)> = None;
+        for s in self.series() {
+            self.raw(s.id, i64::MIN, i64::MAX, &mut |ts, _| {
+                range = Some(match range {
+                    None => (ts, ts),
+                    Some((a, b)) => (a.min(ts), b.max(ts)),
+                });
+            })?;
+        }
+        Ok(range)
+    }
 }
 
 /// Result of an aggregated read: one row per window (and group).
@@ -127,14 +148,4 @@ pub struct AggRow {
     pub group: Option<String>,
     /// One per field; `None` is null (no result, empty window, or NaN).
     pub values: Vec<Option<Value>>,
-}
-
-/// Runs an aggregated read over `source`.
-pub fn aggregate(
-    query: &ReadQuery,
-    spec: &AggSpec,
-    source: &dyn AggSource,
-) -> Result<AggRows, QueryError> {
-    let _ = (query, spec, source);
-    todo!("aggregation: implemented in aggregate/compute.rs")
 }

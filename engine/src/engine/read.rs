@@ -427,6 +427,33 @@ impl AggSource for AggInput<'_> {
         it.status().map_err(EngineError::rocks("reading rollups"))?;
         Ok(())
     }
+
+    fn time_range(&self) -> Result<Option<(i64, i64)>, QueryError> {
+        self.reader.time_range(&self.series)
+    }
+}
+
+impl BucketReader {
+    /// Oldest and newest record timestamps over `series`: two seeks per series.
+    fn time_range(&self, series: &[SeriesRef]) -> Result<Option<(i64, i64)>, QueryError> {
+        let mut range: Option<(i64, i64)> = None;
+        for s in series {
+            let prefix = keys::series_prefix(self.view.id, s.id);
+            let mut it = self.iter(keys::CF_SERIES, &prefix, &keys::prefix_end(&prefix))?;
+            it.seek_to_first();
+            let first = it.key().and_then(keys::record_key_ts);
+            it.seek_to_last();
+            let last = it.key().and_then(keys::record_key_ts);
+            it.status().map_err(EngineError::rocks("reading records"))?;
+            if let (Some(a), Some(b)) = (first, last) {
+                range = Some(match range {
+                    None => (a, b),
+                    Some((x, y)) => (x.min(a), y.max(b)),
+                });
+            }
+        }
+        Ok(range)
+    }
 }
 
 impl BucketData for BucketReader {
