@@ -171,6 +171,41 @@ proptest! {
     }
 
     #[test]
+    fn rollup_path_equals_raw_path_in_any_zone(
+        recs in proptest::collection::vec(rec(), 1..300),
+        batches in 1usize..4,
+        agg_i in 0usize..AGGS.len(),
+        win in prop::sample::select(vec!["15m", "30m", "1h", "3h", "1d", "1w", "1mo"]),
+        tz in prop::sample::select(vec!["", "Asia/Kathmandu", "Asia/Kolkata", "Europe/Madrid", "America/New_York"]),
+        grouped in any::<bool>(),
+        lo in -86_400_000i64..86_400_000,
+        span in 1i64..3 * 86_400_000,
+    ) {
+        let (_dir, e, _) = load(&recs, batches);
+        let agg = AGGS[agg_i];
+        let (los, his) = (lo.to_string(), (lo + span).to_string());
+        let mut params = vec![("agg", win), ("agg_type", agg), ("min_ts", los.as_str()), ("max_ts", his.as_str()), ("fields", "v,n")];
+        if !tz.is_empty() { params.push(("tz", tz)); }
+        if grouped { params.push(("group_by", "device")); }
+        let q = ReadQuery::from_params(params.iter().copied()).unwrap();
+        let ReadResult::Agg(fast) = e.read_bucket("u", "b", &q).unwrap() else { panic!("not aggregated") };
+        let slow = e.read_bucket_without_rollups("u", "b", &q).unwrap();
+        prop_assert_eq!(fast.rows.len(), slow.rows.len(), "{} {} {}", agg, win, tz);
+        let exact = matches!(agg, "count" | "min" | "max" | "first" | "last" | "spread");
+        for (a, b) in fast.rows.iter().zip(slow.rows.iter()) {
+            prop_assert_eq!((a.ts, &a.group), (b.ts, &b.group));
+            for (x, y) in a.values.iter().zip(b.values.iter()) {
+                match (x, y) {
+                    (Some(x), Some(y)) if exact => prop_assert_eq!(x, y, "{} {} {} at {}", agg, win, tz, a.ts),
+                    (Some(x), Some(y)) => prop_assert!(close(x, y), "{agg} {win} {tz} at {}: {x:?} vs {y:?}", a.ts),
+                    (None, None) => {}
+                    _ => prop_assert!(false, "{agg} {win} {tz} at {}: {x:?} vs {y:?}", a.ts),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn raw_reads_equal_naive_filtering(
         recs in proptest::collection::vec(rec(), 1..200),
         batches in 1usize..4,

@@ -503,6 +503,19 @@ impl Engine {
         }
     }
 
+    /// An aggregated read computed from raw rows only, never from rollups. Slower; it
+    /// exists so tests can prove the rollup path gives the same answers.
+    #[doc(hidden)]
+    pub fn read_bucket_without_rollups(&self, user: &str, bucket: &str, q: &ReadQuery) -> Result<AggRows, QueryError> {
+        let reader = BucketReader::new(self.inner(), user, bucket)?;
+        let spec = q.agg.as_ref().ok_or_else(|| QueryError::BadParam {
+            param: "agg",
+            message: "an aggregated read needs agg".into(),
+        })?;
+        let input = AggInput::new(&reader, q)?;
+        aggregate::aggregate_with(q, spec, &input, false)
+    }
+
     /// The newest record of every series matching `tags`, from the `latest` rows (one
     /// short range read, no scan of the data).
     pub fn latest(
