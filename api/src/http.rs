@@ -22,8 +22,14 @@ pub const BODY_BYTES_MAX: usize = 16 << 20;
 pub fn router(node: LocalNode) -> Router {
     Router::new()
         .route("/v1/server/healthcheck", get(health))
-        .route("/v1/users/{user}/buckets", post(create_bucket).get(list_buckets))
-        .route("/v1/users/{user}/buckets/{bucket}/data", post(write_data).get(read_data))
+        .route(
+            "/v1/users/{user}/buckets",
+            post(create_bucket).get(list_buckets),
+        )
+        .route(
+            "/v1/users/{user}/buckets/{bucket}/data",
+            post(write_data).get(read_data),
+        )
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(node)
 }
@@ -40,7 +46,8 @@ fn now_ms() -> i64 {
 }
 
 fn parse_json(body: &str) -> Result<Json_, ApiError> {
-    serde_json::from_str(body).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    serde_json::from_str(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
 /// Until users are managed by the API, a bucket's owner is created on first use.
@@ -55,15 +62,30 @@ fn ensure_user(user: &str) -> Command {
     }
 }
 
-async fn create_bucket(State(node): State<LocalNode>, Path(user): Path<String>, body: String) -> Result<impl IntoResponse, ApiError> {
+async fn create_bucket(
+    State(node): State<LocalNode>,
+    Path(user): Path<String>,
+    body: String,
+) -> Result<impl IntoResponse, ApiError> {
     let doc = parse_json(&body)?;
     let bucket = doc
         .get("bucket")
         .and_then(|b| b.as_str())
-        .ok_or_else(|| ApiError::bad_request("the body needs a `bucket` id, like {\"bucket\":\"temperatures\"}"))?
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the body needs a `bucket` id, like {\"bucket\":\"temperatures\"}",
+            )
+        })?
         .to_string();
     let res = node
-        .write(vec![ensure_user(&user), Command::CreateBucket { user, bucket, doc: body }])
+        .write(vec![
+            ensure_user(&user),
+            Command::CreateBucket {
+                user,
+                bucket,
+                doc: body,
+            },
+        ])
         .await?;
     match res.into_iter().nth(1) {
         Some(Ok(_)) => Ok(StatusCode::OK),
@@ -72,11 +94,18 @@ async fn create_bucket(State(node): State<LocalNode>, Path(user): Path<String>, 
     }
 }
 
-async fn list_buckets(State(node): State<LocalNode>, Path(user): Path<String>) -> impl IntoResponse {
+async fn list_buckets(
+    State(node): State<LocalNode>,
+    Path(user): Path<String>,
+) -> impl IntoResponse {
     Json(Json_::Array(node.engine().list_buckets(&user)))
 }
 
-async fn write_data(State(node): State<LocalNode>, Path((user, bucket)): Path<(String, String)>, body: String) -> Result<impl IntoResponse, ApiError> {
+async fn write_data(
+    State(node): State<LocalNode>,
+    Path((user, bucket)): Path<(String, String)>,
+    body: String,
+) -> Result<impl IntoResponse, ApiError> {
     let cmd = Command::WriteRecords {
         user,
         bucket,
@@ -143,7 +172,10 @@ fn agg_json(a: &AggRows) -> Json_ {
                     m.insert(g.clone(), v.clone().into());
                 }
                 for (f, v) in a.fields.iter().zip(&row.values) {
-                    m.insert(f.clone(), v.as_ref().map(|v| v.to_json()).unwrap_or(Json_::Null));
+                    m.insert(
+                        f.clone(),
+                        v.as_ref().map(|v| v.to_json()).unwrap_or(Json_::Null),
+                    );
                 }
                 Json_::Object(m)
             })

@@ -28,7 +28,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"message": self.message}}).to_string();
-        let mut r = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut r = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
         if let Some(s) = self.retry_after_s {
             if let Ok(v) = s.to_string().parse() {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -74,9 +79,13 @@ impl From<WriteError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         let status = match e {
-            QueryError::BadParam { .. } | QueryError::Sql(_) | QueryError::TooLarge(_) => StatusCode::BAD_REQUEST,
+            QueryError::BadParam { .. } | QueryError::Sql(_) | QueryError::TooLarge(_) => {
+                StatusCode::BAD_REQUEST
+            }
             QueryError::NotFound(_) => StatusCode::NOT_FOUND,
-            QueryError::Timeout(_) | QueryError::ResourcesExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Timeout(_) | QueryError::ResourcesExhausted(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             QueryError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "thicket", version, about = "Thicket: a self-hosted IoT data server")]
+#[command(
+    name = "thicket",
+    version,
+    about = "Thicket: a self-hosted IoT data server"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -17,11 +21,16 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let cli = Cli::parse();
     // Three nodes may share two cores: keep the async worker pool small.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     match cli.cmd {
         Cmd::Serve(args) => rt.block_on(thicket_api::serve::serve(args)),
     }

@@ -29,7 +29,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.http)
         .await
         .with_context(|| format!("binding HTTP to {}", args.http))?;
-    tracing::info!("thicket serving HTTP on {} with data in {}", listener.local_addr()?, args.data_dir.display());
+    tracing::info!(
+        "thicket serving HTTP on {} with data in {}",
+        listener.local_addr()?,
+        args.data_dir.display()
+    );
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, http::router(node))
         .with_graceful_shutdown(shutdown_signal())

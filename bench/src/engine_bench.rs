@@ -41,8 +41,18 @@ fn cpu_time() -> Duration {
 
 fn setup(engine: &Engine, bucket: &str) -> Result<()> {
     let cmds = [
-        Command::PutDoc { kind: DocKind::User, user: "bench".into(), parent: String::new(), id: String::new(), doc: "{}".into() },
-        Command::CreateBucket { user: "bench".into(), bucket: bucket.into(), doc: r#"{"config":{"source":"api","tags":["device"]}}"#.into() },
+        Command::PutDoc {
+            kind: DocKind::User,
+            user: "bench".into(),
+            parent: String::new(),
+            id: String::new(),
+            doc: "{}".into(),
+        },
+        Command::CreateBucket {
+            user: "bench".into(),
+            bucket: bucket.into(),
+            doc: r#"{"config":{"source":"api","tags":["device"]}}"#.into(),
+        },
     ];
     for r in engine.apply(&cmds, b"setup")? {
         if let Err(e) = r {
@@ -80,14 +90,25 @@ fn body(b: u64, devices: u64, step_ms: i64, out: &mut String) {
 }
 
 /// Applies `rows` rows in batches of 1000; returns (wall, cpu) of the apply calls only.
-fn ingest(engine: &Engine, bucket: &str, rows: u64, devices: u64, step_ms: i64) -> Result<(Duration, Duration)> {
+fn ingest(
+    engine: &Engine,
+    bucket: &str,
+    rows: u64,
+    devices: u64,
+    step_ms: i64,
+) -> Result<(Duration, Duration)> {
     let mut wall = Duration::ZERO;
     let mut cpu = Duration::ZERO;
     let mut s = String::new();
     let batches = rows / BATCH;
     for b in 0..batches {
         body(b, devices, step_ms, &mut s);
-        let cmd = Command::WriteRecords { user: "bench".into(), bucket: bucket.into(), records: std::mem::take(&mut s), default_ts: 0 };
+        let cmd = Command::WriteRecords {
+            user: "bench".into(),
+            bucket: bucket.into(),
+            records: std::mem::take(&mut s),
+            default_ts: 0,
+        };
         let (t, c) = (Instant::now(), cpu_time());
         let res = engine.apply(std::slice::from_ref(&cmd), &b.to_be_bytes())?;
         wall += t.elapsed();
@@ -144,24 +165,48 @@ pub fn run(a: EngineArgs) -> Result<()> {
     let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let engine = Engine::open(root.join("main"), EngineOptions::default())?;
     setup(&engine, "sensors")?;
-    println!("== 1000-device workload: {} rows, {} devices, 3 fields, one sample per device every 10 s", a.rows, a.devices);
+    println!(
+        "== 1000-device workload: {} rows, {} devices, 3 fields, one sample per device every 10 s",
+        a.rows, a.devices
+    );
     let (wall, cpu) = ingest(&engine, "sensors", a.rows, a.devices, 10_000)?;
     let rps = a.rows as f64 / wall.as_secs_f64();
     println!("apply: {:.0} records/s, {:.0} field values/s, {:.2} core-µs/record (wall {:.1} s, cpu {:.1} s, batches of {BATCH})",
         rps, rps * 3.0, cpu.as_secs_f64() * 1e6 / a.rows as f64, wall.as_secs_f64(), cpu.as_secs_f64());
     engine.flush()?;
-    let (d, rows) = time(a.reps, || Ok(engine.latest("bench", "sensors", &[], None)?))?;
-    println!("latest value of all devices: {} ({} rows)", ms(d), rows.rows.len());
+    let (d, rows) = time(a.reps, || {
+        Ok(engine.latest("bench", "sensors", &[], None)?)
+    })?;
+    println!(
+        "latest value of all devices: {} ({} rows)",
+        ms(d),
+        rows.rows.len()
+    );
     let span_ms = (a.rows / a.devices) as i64 * 10_000;
     let (min_ts, max_ts) = (T0.to_string(), (T0 + span_ms).to_string());
     for agg in ["mean", "min", "max"] {
-        let q = agg_query(&[("agg", "1h"), ("agg_type", agg), ("group_by", "device"), ("min_ts", &min_ts), ("max_ts", &max_ts)]);
+        let q = agg_query(&[
+            ("agg", "1h"),
+            ("agg_type", agg),
+            ("group_by", "device"),
+            ("min_ts", &min_ts),
+            ("max_ts", &max_ts),
+        ]);
         let (d, r) = time(a.reps, || Ok(engine.read_bucket("bench", "sensors", &q)?))?;
-        let n = match r { ReadResult::Agg(r) => r.rows.len(), ReadResult::Raw(r) => r.rows.len() };
-        println!("{agg} per device per 1h over the whole range (rollups): {} ({n} rows)", ms(d));
+        let n = match r {
+            ReadResult::Agg(r) => r.rows.len(),
+            ReadResult::Raw(r) => r.rows.len(),
+        };
+        println!(
+            "{agg} per device per 1h over the whole range (rollups): {} ({n} rows)",
+            ms(d)
+        );
     }
     let opts = SqlOptions::default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let sql_all = "SELECT device, date_bin(INTERVAL '1 hour', ts) AS h, avg(temperature), min(temperature), max(temperature) FROM sensors GROUP BY device, h";
     let sql_one = "SELECT date_bin(INTERVAL '1 hour', ts) AS h, avg(temperature), min(temperature), max(temperature) FROM sensors WHERE device = 'dev-0007' GROUP BY h";
     for (label, sql) in [("all devices", sql_all), ("one device", sql_one)] {
@@ -170,7 +215,10 @@ pub fn run(a: EngineArgs) -> Result<()> {
             let batches = rt.block_on(run_sql(tables, sql, &opts))?;
             Ok(batches.iter().map(|b| b.num_rows()).sum::<usize>())
         })?;
-        println!("SQL mean/min/max per 1h over raw rows, {label}: {} ({n} rows)", ms(d));
+        println!(
+            "SQL mean/min/max per 1h over raw rows, {label}: {} ({n} rows)",
+            ms(d)
+        );
     }
     let bytes = dir_bytes(&root.join("main"));
     println!("disk: {bytes} bytes for {} field values = {:.2} bytes/value (after flush; RocksDB compaction state as it stands)",
@@ -181,18 +229,37 @@ pub fn run(a: EngineArgs) -> Result<()> {
         let engine = Engine::open(root.join("long"), EngineOptions::default())?;
         setup(&engine, "long")?;
         let rows = 100 * 1440 * a.long_days;
-        println!("== long-span workload: {rows} rows, 100 devices, one sample a minute, {} days", a.long_days);
+        println!(
+            "== long-span workload: {rows} rows, 100 devices, one sample a minute, {} days",
+            a.long_days
+        );
         let (wall, cpu) = ingest(&engine, "long", rows, 100, 60_000)?;
         let rps = rows as f64 / wall.as_secs_f64();
-        println!("apply: {:.0} records/s, {:.2} core-µs/record", rps, cpu.as_secs_f64() * 1e6 / rows as f64);
+        println!(
+            "apply: {:.0} records/s, {:.2} core-µs/record",
+            rps,
+            cpu.as_secs_f64() * 1e6 / rows as f64
+        );
         engine.flush()?;
         let max_ts = (T0 + a.long_days as i64 * 86_400_000).to_string();
         let t0 = T0.to_string();
         for agg in ["mean", "min", "max"] {
-            let q = agg_query(&[("agg", "1d"), ("agg_type", agg), ("group_by", "device"), ("min_ts", &t0), ("max_ts", &max_ts)]);
+            let q = agg_query(&[
+                ("agg", "1d"),
+                ("agg_type", agg),
+                ("group_by", "device"),
+                ("min_ts", &t0),
+                ("max_ts", &max_ts),
+            ]);
             let (d, r) = time(a.reps, || Ok(engine.read_bucket("bench", "long", &q)?))?;
-            let n = match r { ReadResult::Agg(r) => r.rows.len(), ReadResult::Raw(r) => r.rows.len() };
-            println!("{agg} per device per 1d over the span (rollups): {} ({n} rows)", ms(d));
+            let n = match r {
+                ReadResult::Agg(r) => r.rows.len(),
+                ReadResult::Raw(r) => r.rows.len(),
+            };
+            println!(
+                "{agg} per device per 1d over the span (rollups): {} ({n} rows)",
+                ms(d)
+            );
         }
         let bytes = dir_bytes(&root.join("long"));
         println!("disk: {:.2} bytes/value", bytes as f64 / (rows * 3) as f64);

@@ -10,7 +10,10 @@ mod engine_bench;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "thicket-bench", about = "Thicket workload generator and benchmarks")]
+#[command(
+    name = "thicket-bench",
+    about = "Thicket workload generator and benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

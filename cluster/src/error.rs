@@ -10,7 +10,10 @@ pub enum WriteError {
     Rejected(#[from] CommandError),
     /// Too many bytes already in flight on this node; retry after a moment.
     #[error("this node has {in_flight_bytes} bytes of writes in flight (limit {limit_bytes}); retry shortly")]
-    Overloaded { in_flight_bytes: usize, limit_bytes: usize },
+    Overloaded {
+        in_flight_bytes: usize,
+        limit_bytes: usize,
+    },
     /// The storage failed; the write was not applied. The node stops accepting writes.
     #[error("storage failure, the write was not applied: {0}")]
     Storage(String),

@@ -61,7 +61,12 @@ impl LocalNode {
             Some(m) => m.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0) + 1,
             None => 1,
         };
-        let (e, inf, f, o) = (engine.clone(), in_flight.clone(), failed.clone(), opts.clone());
+        let (e, inf, f, o) = (
+            engine.clone(),
+            in_flight.clone(),
+            failed.clone(),
+            opts.clone(),
+        );
         std::thread::Builder::new()
             .name("thicket-apply".into())
             .spawn(move || apply_loop(e, rx, inf, f, o, first))
@@ -82,9 +87,15 @@ impl LocalNode {
 
     /// Applies `commands` in order, atomically with respect to other writers' batches;
     /// returns one result per command.
-    pub async fn write(&self, commands: Vec<Command>) -> Result<Vec<Result<Output, thicket_engine::CommandError>>, WriteError> {
+    pub async fn write(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Output, thicket_engine::CommandError>>, WriteError> {
         if self.failed.load(Ordering::Acquire) {
-            return Err(WriteError::Unavailable("a storage failure stopped writes on this node; restart it once the cause is fixed".into()));
+            return Err(WriteError::Unavailable(
+                "a storage failure stopped writes on this node; restart it once the cause is fixed"
+                    .into(),
+            ));
         }
         let bytes: usize = commands.iter().map(|c| c.size_bytes()).sum();
         let now = self.in_flight.fetch_add(bytes, Ordering::AcqRel) + bytes;
@@ -96,15 +107,32 @@ impl LocalNode {
             });
         }
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Job { commands, bytes, reply }).await.is_err() {
+        if self
+            .tx
+            .send(Job {
+                commands,
+                bytes,
+                reply,
+            })
+            .await
+            .is_err()
+        {
             self.in_flight.fetch_sub(bytes, Ordering::AcqRel);
             return Err(WriteError::Unavailable("the apply thread stopped".into()));
         }
-        rx.await.map_err(|_| WriteError::Unavailable("the apply thread stopped".into()))?
+        rx.await
+            .map_err(|_| WriteError::Unavailable("the apply thread stopped".into()))?
     }
 }
 
-fn apply_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Job>, in_flight: Arc<AtomicUsize>, failed: Arc<AtomicBool>, opts: LocalNodeOptions, mut seq: u64) {
+fn apply_loop(
+    engine: Arc<Engine>,
+    mut rx: mpsc::Receiver<Job>,
+    in_flight: Arc<AtomicUsize>,
+    failed: Arc<AtomicBool>,
+    opts: LocalNodeOptions,
+    mut seq: u64,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         let (mut n, mut bytes) = (jobs[0].commands.len(), jobs[0].bytes);
@@ -119,7 +147,10 @@ fn apply_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Job>, in_flight: Arc<A
             }
         }
         let counts: Vec<usize> = jobs.iter().map(|j| j.commands.len()).collect();
-        let all: Vec<Command> = jobs.iter_mut().flat_map(|j| std::mem::take(&mut j.commands)).collect();
+        let all: Vec<Command> = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.commands))
+            .collect();
         let outcome = engine.apply(&all, &seq.to_be_bytes());
         in_flight.fetch_sub(bytes, Ordering::AcqRel);
         match outcome {

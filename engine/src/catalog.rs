@@ -13,7 +13,9 @@ use serde_json::{Map, Value as Json};
 /// Checks an identifier: `[A-Za-z0-9_-]{1,32}`.
 pub fn validate_id(what: &str, id: &str) -> Result<(), CommandError> {
     if id.is_empty() {
-        return Err(CommandError::Invalid(format!("{what} id must not be empty")));
+        return Err(CommandError::Invalid(format!(
+            "{what} id must not be empty"
+        )));
     }
     if id.len() > ID_BYTES_MAX {
         return Err(CommandError::Invalid(format!(
@@ -21,7 +23,10 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), CommandError> {
             &id[..id.floor_char_boundary(ID_BYTES_MAX)]
         )));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
         return Err(CommandError::Invalid(format!(
             "{what} id `{id}` has the character `{c}`; use letters, digits, `_` and `-`"
         )));
@@ -39,8 +44,12 @@ pub fn parse_doc(what: &str, doc: &str) -> Result<Map<String, Json>, CommandErro
     }
     match serde_json::from_str::<Json>(doc) {
         Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(CommandError::Invalid(format!("{what} document must be a JSON object"))),
-        Err(e) => Err(CommandError::Invalid(format!("{what} document is not valid JSON: {e}"))),
+        Ok(_) => Err(CommandError::Invalid(format!(
+            "{what} document must be a JSON object"
+        ))),
+        Err(e) => Err(CommandError::Invalid(format!(
+            "{what} document is not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -103,7 +112,9 @@ impl Retention {
             .ok()
             .and_then(|p| p.checked_mul(unit_ms))
             .filter(|p| *p > 0)
-            .ok_or_else(|| CommandError::Invalid(format!("retention period {} is out of range", self.period)))
+            .ok_or_else(|| {
+                CommandError::Invalid(format!("retention period {} is out of range", self.period))
+            })
     }
 }
 
@@ -130,7 +141,11 @@ pub struct BucketDoc {
 
 impl BucketDoc {
     /// Builds and validates a bucket document from client JSON.
-    pub fn from_json(bucket: &str, mut doc: Map<String, Json>, internal_id: u32) -> Result<BucketDoc, CommandError> {
+    pub fn from_json(
+        bucket: &str,
+        mut doc: Map<String, Json>,
+        internal_id: u32,
+    ) -> Result<BucketDoc, CommandError> {
         doc.remove("bucket");
         doc.remove("_id");
         doc.insert("_id".into(), Json::from(internal_id));
@@ -156,7 +171,9 @@ impl BucketDoc {
         for (i, t) in self.config.tags.iter().enumerate() {
             validate_id("tag", t)?;
             if t == "ts" {
-                return Err(CommandError::Invalid("`ts` cannot be a tag: it is the timestamp".into()));
+                return Err(CommandError::Invalid(
+                    "`ts` cannot be a tag: it is the timestamp".into(),
+                ));
             }
             if self.config.tags[..i].contains(t) {
                 return Err(CommandError::Invalid(format!("tag `{t}` is listed twice")));
@@ -187,7 +204,10 @@ mod tests {
     fn ids() {
         assert!(validate_id("bucket", "temp_1-a").is_ok());
         assert!(validate_id("bucket", "").is_err());
-        assert!(validate_id("bucket", "a/b").unwrap_err().to_string().contains("`/`"));
+        assert!(validate_id("bucket", "a/b")
+            .unwrap_err()
+            .to_string()
+            .contains("`/`"));
         assert!(validate_id("bucket", &"x".repeat(33)).is_err());
     }
 
@@ -203,9 +223,19 @@ mod tests {
         assert_eq!(public["asset_type"], "x");
         assert!(public.get("_id").is_none());
         let doc = parse_doc("bucket", r#"{"config":{"tags":["a","b","c","d","e","f"]}}"#).unwrap();
-        assert!(matches!(BucketDoc::from_json("b", doc, 1), Err(CommandError::TooLarge { .. })));
-        let doc = parse_doc("bucket", r#"{"retention":{"period":3,"unit":"fortnights"}}"#).unwrap();
-        assert!(BucketDoc::from_json("b", doc, 1).unwrap_err().to_string().contains("fortnights"));
+        assert!(matches!(
+            BucketDoc::from_json("b", doc, 1),
+            Err(CommandError::TooLarge { .. })
+        ));
+        let doc = parse_doc(
+            "bucket",
+            r#"{"retention":{"period":3,"unit":"fortnights"}}"#,
+        )
+        .unwrap();
+        assert!(BucketDoc::from_json("b", doc, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("fortnights"));
         assert!(parse_doc("x", "[1]").is_err());
     }
 }

@@ -86,9 +86,17 @@ pub enum Command {
     },
     /// Creates a bucket; `doc` is Thinger's bucket JSON (`name`, `description`,
     /// `enabled`, `config.tags`, `retention`...).
-    CreateBucket { user: String, bucket: String, doc: String },
+    CreateBucket {
+        user: String,
+        bucket: String,
+        doc: String,
+    },
     /// Updates a bucket's document (top-level keys replace; tags cannot change).
-    UpdateBucket { user: String, bucket: String, doc: String },
+    UpdateBucket {
+        user: String,
+        bucket: String,
+        doc: String,
+    },
     /// Deletes a bucket and all its data.
     DeleteBucket { user: String, bucket: String },
     /// Writes one JSON record or an array; records without `ts` take `default_ts`,
@@ -245,7 +253,10 @@ mod tests {
             assert_eq!(Command::decode(&bytes).unwrap(), cmd);
         }
         assert_eq!(
-            hex(&bincode::serde::encode_to_vec(Output::Written { records: 3 }, bincode_config()).unwrap()),
+            hex(
+                &bincode::serde::encode_to_vec(Output::Written { records: 3 }, bincode_config())
+                    .unwrap()
+            ),
             "0103"
         );
     }

@@ -118,7 +118,8 @@ impl Engine {
     /// Opens (or creates) the engine under `root`.
     pub fn open(root: impl AsRef<Path>, opts: EngineOptions) -> EngineResult<Engine> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(EngineError::io(format!("creating {}", root.display())))?;
+        std::fs::create_dir_all(&root)
+            .map_err(EngineError::io(format!("creating {}", root.display())))?;
         let gen = match read_current(&root)? {
             Some(g) => g,
             None => {
@@ -174,10 +175,14 @@ impl Drop for Engine {
 }
 
 pub(crate) fn flush_db(db: &DB) -> EngineResult<()> {
-    let cfs: Vec<_> = ALL_CFS.iter().map(|n| cf(db, n)).collect::<EngineResult<_>>()?;
+    let cfs: Vec<_> = ALL_CFS
+        .iter()
+        .map(|n| cf(db, n))
+        .collect::<EngineResult<_>>()?;
     let mut fo = rocksdb::FlushOptions::default();
     fo.set_wait(true);
-    db.flush_cfs_opt(&cfs, &fo).map_err(EngineError::rocks("flushing the state"))
+    db.flush_cfs_opt(&cfs, &fo)
+        .map_err(EngineError::rocks("flushing the state"))
 }
 
 /// Column family handle by name.
@@ -200,7 +205,11 @@ pub(crate) fn db_options(opts: &EngineOptions) -> (Options, Vec<ColumnFamilyDesc
             let mut o = Options::default();
             let mut t = BlockBasedOptions::default();
             t.set_block_cache(&cache);
-            t.set_block_size(if *name == keys::CF_SERIES { 32 << 10 } else { 8 << 10 });
+            t.set_block_size(if *name == keys::CF_SERIES {
+                32 << 10
+            } else {
+                8 << 10
+            });
             o.set_block_based_table_factory(&t);
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_write_buffer_size(opts.write_buffer_bytes);
@@ -216,7 +225,10 @@ fn open_generation(dir: &Path, opts: &EngineOptions) -> EngineResult<Inner> {
     let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
         .map_err(EngineError::rocks(format!("opening {}", dir.display())))?;
     let meta = cf(&db, keys::CF_META)?;
-    match db.get_cf(meta, keys::KEY_FORMAT).map_err(EngineError::rocks("reading the format version"))? {
+    match db
+        .get_cf(meta, keys::KEY_FORMAT)
+        .map_err(EngineError::rocks("reading the format version"))?
+    {
         Some(v) => {
             let found = u32::from_be_bytes(
                 v.as_slice()
@@ -233,8 +245,13 @@ fn open_generation(dir: &Path, opts: &EngineOptions) -> EngineResult<Inner> {
         None => {
             let mut wo = rocksdb::WriteOptions::default();
             wo.disable_wal(true);
-            db.put_cf_opt(meta, keys::KEY_FORMAT, keys::FORMAT_VERSION.to_be_bytes(), &wo)
-                .map_err(EngineError::rocks("writing the format version"))?;
+            db.put_cf_opt(
+                meta,
+                keys::KEY_FORMAT,
+                keys::FORMAT_VERSION.to_be_bytes(),
+                &wo,
+            )
+            .map_err(EngineError::rocks("writing the format version"))?;
             flush_db(&db)?;
         }
     }
@@ -252,7 +269,9 @@ fn read_current(root: &Path) -> EngineResult<Option<String>> {
             if g.starts_with("gen-") && !g.contains('/') {
                 Ok(Some(g))
             } else {
-                Err(EngineError::Corrupt(format!("CURRENT names `{g}`, not a generation")))
+                Err(EngineError::Corrupt(format!(
+                    "CURRENT names `{g}`, not a generation"
+                )))
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -268,8 +287,10 @@ fn write_current(root: &Path, gen: &str) -> EngineResult<()> {
     use std::io::Write;
     let tmp = root.join("CURRENT.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(EngineError::io("creating CURRENT.tmp"))?;
-    f.write_all(gen.as_bytes()).map_err(EngineError::io("writing CURRENT.tmp"))?;
-    f.sync_all().map_err(EngineError::io("syncing CURRENT.tmp"))?;
+    f.write_all(gen.as_bytes())
+        .map_err(EngineError::io("writing CURRENT.tmp"))?;
+    f.sync_all()
+        .map_err(EngineError::io("syncing CURRENT.tmp"))?;
     std::fs::rename(&tmp, root.join("CURRENT")).map_err(EngineError::io("renaming CURRENT"))?;
     sync_dir(root)
 }
@@ -283,7 +304,9 @@ pub(crate) fn sync_dir(dir: &Path) -> EngineResult<()> {
 /// Removes generations other than the current one (left by an interrupted install or
 /// by readers that held an old generation when the process stopped).
 fn remove_stale_generations(root: &Path, current: &str) {
-    let Ok(rd) = std::fs::read_dir(root) else { return };
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if (name.starts_with("gen-") || name.starts_with("incoming-")) && name != current {

@@ -67,7 +67,10 @@ pub enum CommandError {
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("bad parameter `{param}`: {message}")]
-    BadParam { param: &'static str, message: String },
+    BadParam {
+        param: &'static str,
+        message: String,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("SQL error: {0}")]

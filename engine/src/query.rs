@@ -130,9 +130,11 @@ impl Window {
         };
         let digits = s.chars().take_while(|c| c.is_ascii_digit()).count();
         let (n, unit) = s.split_at(digits);
-        let n: i64 = n
-            .parse()
-            .map_err(|_| bad(format!("window `{s}` must be a number and a unit, like 10s, 1h or 1mo")))?;
+        let n: i64 = n.parse().map_err(|_| {
+            bad(format!(
+                "window `{s}` must be a number and a unit, like 10s, 1h or 1mo"
+            ))
+        })?;
         if n <= 0 {
             return Err(bad(format!("window `{s}` must be longer than zero")));
         }
@@ -147,10 +149,16 @@ impl Window {
                 let months = if unit == "y" { n * 12 } else { n };
                 return match months {
                     1 | 3 | 6 | 12 => Ok(Window::Months(months as u32)),
-                    _ => Err(bad(format!("calendar window `{s}` must be 1mo, 3mo, 6mo or 1y"))),
+                    _ => Err(bad(format!(
+                        "calendar window `{s}` must be 1mo, 3mo, 6mo or 1y"
+                    ))),
                 };
             }
-            _ => return Err(bad(format!("window `{s}` has an unknown unit; use ms, s, m, h, d, w, mo or y"))),
+            _ => {
+                return Err(bad(format!(
+                    "window `{s}` has an unknown unit; use ms, s, m, h, d, w, mo or y"
+                )))
+            }
         };
         let len = n
             .checked_mul(ms)
@@ -217,8 +225,24 @@ impl Default for ReadQuery {
 
 /// Query-string keys that are not tag filters.
 const RESERVED: &[&str] = &[
-    "items", "min_ts", "max_ts", "sort", "fields", "agg", "agg_type", "tz", "group_by", "transform",
-    "fill", "page", "consistency", "authorization", "count", "index", "format", "tags",
+    "items",
+    "min_ts",
+    "max_ts",
+    "sort",
+    "fields",
+    "agg",
+    "agg_type",
+    "tz",
+    "group_by",
+    "transform",
+    "fill",
+    "page",
+    "consistency",
+    "authorization",
+    "count",
+    "index",
+    "format",
+    "tags",
 ];
 
 impl ReadQuery {
@@ -281,10 +305,14 @@ impl ReadQuery {
                 "agg_type" => agg_type = Some(AggType::parse(v)?),
                 "tz" => {
                     if !v.is_empty() && v != "UTC" {
-                        tz = Some(v.parse::<chrono_tz::Tz>().map_err(|_| QueryError::BadParam {
-                            param: "tz",
-                            message: format!("`{v}` is not an IANA time zone"),
-                        })?);
+                        tz =
+                            Some(
+                                v.parse::<chrono_tz::Tz>()
+                                    .map_err(|_| QueryError::BadParam {
+                                        param: "tz",
+                                        message: format!("`{v}` is not an IANA time zone"),
+                                    })?,
+                            );
                     }
                 }
                 "group_by" => group_by = Some(v.to_string()).filter(|s| !s.is_empty()),
@@ -383,7 +411,10 @@ mod tests {
     #[test]
     fn repeated_tags_accumulate() {
         let q = ReadQuery::from_params([("device", "a"), ("device", "b"), ("items", "5")]).unwrap();
-        assert_eq!(q.tags, vec![("device".to_string(), vec!["a".into(), "b".into()])]);
+        assert_eq!(
+            q.tags,
+            vec![("device".to_string(), vec!["a".into(), "b".into()])]
+        );
         assert_eq!(q.items, 5);
     }
 

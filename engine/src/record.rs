@@ -137,7 +137,11 @@ fn parse_one(item: Json, tags: &[String], default_ts: i64) -> Result<ParsedRecor
 }
 
 fn parse_ts(v: &Json) -> Result<i64, CommandError> {
-    let bad = || CommandError::Invalid(format!("`ts` must be an integer in epoch milliseconds, got {v}"));
+    let bad = || {
+        CommandError::Invalid(format!(
+            "`ts` must be an integer in epoch milliseconds, got {v}"
+        ))
+    };
     match v {
         Json::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -167,7 +171,11 @@ fn flatten(
     }
     if name.len() > FIELD_NAME_BYTES_MAX {
         return Err(CommandError::TooLarge {
-            what: format!("field name `{}…` of {} bytes", &name[..name.floor_char_boundary(24)], name.len()),
+            what: format!(
+                "field name `{}…` of {} bytes",
+                &name[..name.floor_char_boundary(24)],
+                name.len()
+            ),
             limit: FIELD_NAME_BYTES_MAX as u64,
         });
     }
@@ -205,7 +213,9 @@ fn flatten(
             _ => 9,
         };
     if out.iter().any(|(n, _)| *n == name) {
-        return Err(CommandError::Invalid(format!("field `{name}` appears twice")));
+        return Err(CommandError::Invalid(format!(
+            "field `{name}` appears twice"
+        )));
     }
     out.push((name, value));
     Ok(())
@@ -273,7 +283,11 @@ pub fn encode_fields(fields: &[(u16, &Value)], out: &mut Vec<u8>) {
             Value::Bool(false) => out.push(T_FALSE),
             Value::Bool(true) => out.push(T_TRUE),
             Value::Str(s) | Value::Json(s) => {
-                out.push(if matches!(v, Value::Str(_)) { T_STR } else { T_JSON });
+                out.push(if matches!(v, Value::Str(_)) {
+                    T_STR
+                } else {
+                    T_JSON
+                });
                 put_varint(out, s.len() as u64);
                 out.extend_from_slice(s.as_bytes());
             }
@@ -393,7 +407,12 @@ mod tests {
         let r = &r[0];
         assert_eq!(r.ts, 5);
         assert_eq!(r.tags, vec!["d1".to_string()]);
-        let get = |n: &str| r.fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let get = |n: &str| {
+            r.fields
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(get("t"), Some(Value::Float(21.5)));
         assert_eq!(get("n"), Some(Value::Int(3)));
         assert_eq!(get("gps.lat"), Some(Value::Float(1.5)));
@@ -420,7 +439,10 @@ mod tests {
         assert!(e.to_string().contains("`ts`"), "{e}");
         let many: String = format!(
             "{{{}}}",
-            (0..RECORD_FIELDS_MAX + 1).map(|i| format!("\"f{i}\":1")).collect::<Vec<_>>().join(",")
+            (0..RECORD_FIELDS_MAX + 1)
+                .map(|i| format!("\"f{i}\":1"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let e = parse_records(&many, &[], 0).unwrap_err();
         assert!(matches!(e, CommandError::TooLarge { .. }), "{e}");
@@ -444,7 +466,11 @@ mod tests {
             Value::Str("héllo".into()),
             Value::Json("[1,2]".into()),
         ];
-        let fields: Vec<(u16, &Value)> = vals.iter().enumerate().map(|(i, v)| (i as u16 * 300, v)).collect();
+        let fields: Vec<(u16, &Value)> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as u16 * 300, v))
+            .collect();
         let mut buf = Vec::new();
         encode_fields(&fields, &mut buf);
         let back = decode_all(&buf).unwrap();
@@ -469,7 +495,10 @@ mod tests {
         encode_fields(&[(0, &a), (1, &b), (2, &c), (3, &d)], &mut buf);
         assert_eq!(
             buf,
-            [4, 0, 7, 174, 3, 1, 1, 5, 2, 4, 1, b'x', 3, 0, 0x34, 0x33, 0x33, 0x33, 0x33, 0x33, 0xd3, 0x3f]
+            [
+                4, 0, 7, 174, 3, 1, 1, 5, 2, 4, 1, b'x', 3, 0, 0x34, 0x33, 0x33, 0x33, 0x33, 0x33,
+                0xd3, 0x3f
+            ]
         );
     }
 

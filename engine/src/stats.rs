@@ -196,7 +196,9 @@ mod tests {
 
     #[test]
     fn merge_matches_sequential_push() {
-        let xs: Vec<f64> = (0..100).map(|i| ((i * 37) % 17) as f64 * 1.5 - 3.0).collect();
+        let xs: Vec<f64> = (0..100)
+            .map(|i| ((i * 37) % 17) as f64 * 1.5 - 3.0)
+            .collect();
         let mut seq = Stats::single(0, Num::F(xs[0]));
         for (i, x) in xs.iter().enumerate().skip(1) {
             seq.push(i as i64, Num::F(*x));

@@ -23,8 +23,18 @@ fn options() -> EngineOptions {
 fn batch(n: u64) -> Vec<Command> {
     if n == 0 {
         return vec![
-            Command::PutDoc { kind: DocKind::User, user: "u".into(), parent: String::new(), id: String::new(), doc: "{}".into() },
-            Command::CreateBucket { user: "u".into(), bucket: "b".into(), doc: r#"{"config":{"tags":["device"]}}"#.into() },
+            Command::PutDoc {
+                kind: DocKind::User,
+                user: "u".into(),
+                parent: String::new(),
+                id: String::new(),
+                doc: "{}".into(),
+            },
+            Command::CreateBucket {
+                user: "u".into(),
+                bucket: "b".into(),
+                doc: r#"{"config":{"tags":["device"]}}"#.into(),
+            },
         ];
     }
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -38,12 +48,25 @@ fn batch(n: u64) -> Vec<Command> {
     for i in 0..200u64 {
         let late = rnd() % 10 == 0;
         let base = (n * 200 + i) as i64 * 7_000;
-        let ts = if late { base - (rnd() % 50_000_000) as i64 } else { base };
+        let ts = if late {
+            base - (rnd() % 50_000_000) as i64
+        } else {
+            base
+        };
         recs.push(serde_json::json!({"ts": ts, "device": format!("d{}", rnd() % 20), "t": (rnd() % 10_000) as f64 / 100.0, "h": rnd() % 100}));
     }
-    let mut cmds = vec![Command::WriteRecords { user: "u".into(), bucket: "b".into(), records: serde_json::Value::Array(recs).to_string(), default_ts: 0 }];
-    if n % 97 == 0 {
-        cmds.push(Command::Expire { user: "u".into(), bucket: "b".into(), before_ts: (n * 200) as i64 * 7_000 - 86_400_000 });
+    let mut cmds = vec![Command::WriteRecords {
+        user: "u".into(),
+        bucket: "b".into(),
+        records: serde_json::Value::Array(recs).to_string(),
+        default_ts: 0,
+    }];
+    if n.is_multiple_of(97) {
+        cmds.push(Command::Expire {
+            user: "u".into(),
+            bucket: "b".into(),
+            before_ts: (n * 200) as i64 * 7_000 - 86_400_000,
+        });
     }
     cmds
 }
@@ -56,14 +79,19 @@ fn apply_range(engine: &Engine, from: u64, to: u64) {
 }
 
 fn marker(engine: &Engine) -> Option<u64> {
-    engine.applied_marker().unwrap().map(|m| u64::from_be_bytes(m.as_slice().try_into().unwrap()))
+    engine
+        .applied_marker()
+        .unwrap()
+        .map(|m| u64::from_be_bytes(m.as_slice().try_into().unwrap()))
 }
 
 /// The child: applies batches from where the engine stands, reporting each one.
 #[test]
 #[ignore = "run by crash_mid_apply_then_replay_matches as a child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var("THICKET_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("THICKET_CRASH_DIR") else {
+        return;
+    };
     let engine = Engine::open(&dir, options()).unwrap();
     let start = marker(&engine).map(|m| m + 1).unwrap_or(0);
     for n in start..BATCHES {
@@ -81,7 +109,14 @@ fn crash_mid_apply_then_replay_matches() {
     let mut kills = 0;
     for round in 0..4u64 {
         let mut child = Proc::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("THICKET_CRASH_DIR", dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -119,7 +154,11 @@ fn crash_mid_apply_then_replay_matches() {
         if let Some(m) = m {
             apply_range(&replay, 0, m + 1);
         }
-        assert_eq!(engine.content_checksum().unwrap(), replay.content_checksum().unwrap(), "round {round}: state at marker {m:?} differs from a replay");
+        assert_eq!(
+            engine.content_checksum().unwrap(),
+            replay.content_checksum().unwrap(),
+            "round {round}: state at marker {m:?} differs from a replay"
+        );
         println!("round {round}: killed after {seen} batches, recovered at marker {m:?}");
     }
     assert!(kills >= 3, "the child finished before it could be killed");
@@ -130,5 +169,8 @@ fn crash_mid_apply_then_replay_matches() {
     let full_dir = tempfile::tempdir().unwrap();
     let full = Engine::open(full_dir.path(), options()).unwrap();
     apply_range(&full, 0, BATCHES);
-    assert_eq!(engine.content_checksum().unwrap(), full.content_checksum().unwrap());
+    assert_eq!(
+        engine.content_checksum().unwrap(),
+        full.content_checksum().unwrap()
+    );
 }

@@ -52,9 +52,14 @@ fn compare(case: &Json, got: &AggRows) -> Result<(), String> {
         (ga, a["ts"].as_i64()).cmp(&(gb, b["ts"].as_i64()))
     });
     let mut rows = got.rows.clone();
-    rows.sort_by(|a, b| (a.group.clone(), a.ts).cmp(&(b.group.clone(), b.ts)));
+    rows.sort_by_key(|r| (r.group.clone(), r.ts));
     if want.len() != rows.len() {
-        return Err(format!("{} rows, expected {}: got ts {:?}", rows.len(), want.len(), rows.iter().map(|r| r.ts).collect::<Vec<_>>()));
+        return Err(format!(
+            "{} rows, expected {}: got ts {:?}",
+            rows.len(),
+            want.len(),
+            rows.iter().map(|r| r.ts).collect::<Vec<_>>()
+        ));
     }
     for (w, g) in want.iter().zip(rows.iter()) {
         if w["ts"].as_i64() != Some(g.ts) {
@@ -62,16 +67,25 @@ fn compare(case: &Json, got: &AggRows) -> Result<(), String> {
         }
         if let Some(gb) = group_by {
             if w[gb].as_str() != g.group.as_deref() {
-                return Err(format!("row {} group {:?} expected {}", g.ts, g.group, w[gb]));
+                return Err(format!(
+                    "row {} group {:?} expected {}",
+                    g.ts, g.group, w[gb]
+                ));
             }
         }
         for (field, ty) in types {
-            let pos = got.fields.iter().position(|f| f == field).ok_or(format!("field {field} missing from the answer"))?;
+            let pos = got
+                .fields
+                .iter()
+                .position(|f| f == field)
+                .ok_or(format!("field {field} missing from the answer"))?;
             let gv = &g.values[pos];
             let wv = &w[field.as_str()];
             match (wv, gv) {
                 (Json::Null, None) => {}
-                (Json::Null, Some(v)) => return Err(format!("ts {} {field}: got {v:?}, expected null", g.ts)),
+                (Json::Null, Some(v)) => {
+                    return Err(format!("ts {} {field}: got {v:?}, expected null", g.ts))
+                }
                 (_, None) => return Err(format!("ts {} {field}: got null, expected {wv}", g.ts)),
                 (_, Some(Value::Int(i))) if ty == "integer" => {
                     if wv.as_i64() != Some(*i) {
@@ -84,7 +98,12 @@ fn compare(case: &Json, got: &AggRows) -> Result<(), String> {
                         return Err(format!("ts {} {field}: got {f}, expected {e}", g.ts));
                     }
                 }
-                (_, Some(v)) => return Err(format!("ts {} {field}: got {v:?}, expected {ty} {wv}", g.ts)),
+                (_, Some(v)) => {
+                    return Err(format!(
+                        "ts {} {field}: got {v:?}, expected {ty} {wv}",
+                        g.ts
+                    ))
+                }
             }
         }
     }
@@ -145,7 +164,8 @@ fn golden_cases_through_the_engine() {
             continue;
         }
         let params = query_params(&case["query"]);
-        let q = ReadQuery::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
+        let q =
+            ReadQuery::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str()))).unwrap();
         let outcome = match engine.read_bucket("u", &format!("c{i}"), &q) {
             Ok(ReadResult::Agg(rows)) => compare(case, &rows),
             Ok(other) => Err(format!("not an aggregated answer: {other:?}")),
@@ -156,6 +176,14 @@ fn golden_cases_through_the_engine() {
             Err(e) => failures.push(format!("{file}: {}: {e}", case["name"])),
         }
     }
-    println!("golden through the engine: {passed} passed, {} failed, {skipped} skipped", failures.len());
-    assert!(failures.is_empty(), "{} golden cases failed:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "golden through the engine: {passed} passed, {} failed, {skipped} skipped",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} golden cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

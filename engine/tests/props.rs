@@ -18,8 +18,18 @@ struct Rec {
 
 fn rec() -> impl Strategy<Value = Rec> {
     // Three days, coarse timestamps so duplicates and same-ts-other-device happen.
-    (0i64..3 * 86_400, 0u8..3, proptest::option::weighted(0.9, -40i32..40), proptest::option::weighted(0.8, -20i8..20))
-        .prop_map(|(s, device, v, n)| Rec { ts: s * 1000 - 86_400_000, device, v, n })
+    (
+        0i64..3 * 86_400,
+        0u8..3,
+        proptest::option::weighted(0.9, -40i32..40),
+        proptest::option::weighted(0.8, -20i8..20),
+    )
+        .prop_map(|(s, device, v, n)| Rec {
+            ts: s * 1000 - 86_400_000,
+            device,
+            v,
+            n,
+        })
 }
 
 fn to_json(r: &Rec) -> serde_json::Value {
@@ -42,19 +52,39 @@ fn load(recs: &[Rec], batches: usize) -> (tempfile::TempDir, Engine, Vec<Rec>) {
     let dir = tempfile::tempdir().unwrap();
     let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
     let setup = [
-        Command::PutDoc { kind: DocKind::User, user: "u".into(), parent: String::new(), id: String::new(), doc: "{}".into() },
-        Command::CreateBucket { user: "u".into(), bucket: "b".into(), doc: r#"{"config":{"tags":["device"]}}"#.into() },
+        Command::PutDoc {
+            kind: DocKind::User,
+            user: "u".into(),
+            parent: String::new(),
+            id: String::new(),
+            doc: "{}".into(),
+        },
+        Command::CreateBucket {
+            user: "u".into(),
+            bucket: "b".into(),
+            doc: r#"{"config":{"tags":["device"]}}"#.into(),
+        },
     ];
     assert!(e.apply(&setup, b"0").unwrap().iter().all(|r| r.is_ok()));
     let chunk = recs.len().div_ceil(batches.max(1)).max(1);
     // The field types are fixed by the first value seen: seed them so `v` is float and
     // `n` integer regardless of which record comes first.
     let seed = serde_json::json!({"ts": -10_000_000_000i64, "device": "seed", "v": 0.5, "n": 1});
-    let first = Command::WriteRecords { user: "u".into(), bucket: "b".into(), records: seed.to_string(), default_ts: 0 };
+    let first = Command::WriteRecords {
+        user: "u".into(),
+        bucket: "b".into(),
+        records: seed.to_string(),
+        default_ts: 0,
+    };
     assert!(e.apply(&[first], b"s").unwrap()[0].is_ok());
     for (i, c) in recs.chunks(chunk).enumerate() {
         let body = serde_json::Value::Array(c.iter().map(to_json).collect());
-        let cmd = Command::WriteRecords { user: "u".into(), bucket: "b".into(), records: body.to_string(), default_ts: 0 };
+        let cmd = Command::WriteRecords {
+            user: "u".into(),
+            bucket: "b".into(),
+            records: body.to_string(),
+            default_ts: 0,
+        };
         let r = e.apply(&[cmd], format!("{i}").as_bytes()).unwrap();
         assert!(r[0].is_ok(), "{r:?}");
     }
@@ -83,7 +113,13 @@ fn naive(agg: &str, pts: &[(i64, f64)], int: bool) -> Option<Value> {
         }
         b.1
     };
-    let typed = |x: f64| if int { Value::Int(x as i64) } else { Value::Float(x) };
+    let typed = |x: f64| {
+        if int {
+            Value::Int(x as i64)
+        } else {
+            Value::Float(x)
+        }
+    };
     Some(match agg {
         "count" => Value::Int(pts.len() as i64),
         "sum" => typed(sum),
@@ -112,8 +148,19 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
-const AGGS: [&str; 9] = ["count", "sum", "mean", "min", "max", "spread", "first", "last", "stddev"];
-const WINDOWS: [(&str, i64); 5] = [("15m", 900_000), ("1h", 3_600_000), ("2h", 7_200_000), ("1d", 86_400_000), ("10m", 600_000)];
+/// Points of `v` and `n` in one (group, window).
+type FieldPoints = [Vec<(i64, f64)>; 2];
+
+const AGGS: [&str; 9] = [
+    "count", "sum", "mean", "min", "max", "spread", "first", "last", "stddev",
+];
+const WINDOWS: [(&str, i64); 5] = [
+    ("15m", 900_000),
+    ("1h", 3_600_000),
+    ("2h", 7_200_000),
+    ("1d", 86_400_000),
+    ("10m", 600_000),
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32), ..ProptestConfig::default() })]
@@ -137,7 +184,7 @@ proptest! {
         let q = ReadQuery::from_params(params.iter().copied()).unwrap();
         let ReadResult::Agg(got) = e.read_bucket("u", "b", &q).unwrap() else { panic!("not aggregated") };
         // Reference: window -> group -> field points.
-        let mut want: BTreeMap<(String, i64), [Vec<(i64, f64)>; 2]> = BTreeMap::new();
+        let mut want: BTreeMap<(String, i64), FieldPoints> = BTreeMap::new();
         for r in live.iter().filter(|r| r.ts >= lo && r.ts <= hi) {
             let g = if grouped { format!("d{}", r.device) } else { String::new() };
             let w = r.ts - r.ts.rem_euclid(wlen);

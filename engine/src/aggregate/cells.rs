@@ -44,13 +44,22 @@ struct GroupAcc {
 }
 
 /// Aggregates through rollups where possible.
-pub fn aggregate(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource) -> Result<AggRows, QueryError> {
+pub fn aggregate(
+    query: &ReadQuery,
+    spec: &AggSpec,
+    source: &dyn AggSource,
+) -> Result<AggRows, QueryError> {
     aggregate_with(query, spec, source, true)
 }
 
 /// Aggregates; with `use_rollups` false every window is computed from raw points (used by
 /// tests to prove both paths agree).
-pub fn aggregate_with(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource, use_rollups: bool) -> Result<AggRows, QueryError> {
+pub fn aggregate_with(
+    query: &ReadQuery,
+    spec: &AggSpec,
+    source: &dyn AggSource,
+    use_rollups: bool,
+) -> Result<AggRows, QueryError> {
     let fields = source.fields();
     let out_fields: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
     let empty = AggRows {
@@ -79,9 +88,17 @@ pub fn aggregate_with(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource,
     let windows = w.enumerate(read_lo, hi)?;
     let mut group_names: BTreeSet<String> = BTreeSet::new();
     for s in source.series() {
-        group_names.insert(spec.group_by.as_deref().map(|g| s.tag(g).to_string()).unwrap_or_default());
+        group_names.insert(
+            spec.group_by
+                .as_deref()
+                .map(|g| s.tag(g).to_string())
+                .unwrap_or_default(),
+        );
     }
-    let cells = windows.len().saturating_mul(fields.len()).saturating_mul(group_names.len());
+    let cells = windows
+        .len()
+        .saturating_mul(fields.len())
+        .saturating_mul(group_names.len());
     if cells > AGG_CELLS_MAX {
         return Err(QueryError::BadParam {
             param: "agg",
@@ -92,10 +109,18 @@ pub fn aggregate_with(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource,
     let segments = plan_segments(&windows, read_lo, read_hi, mergeable && use_rollups);
     let mut groups: BTreeMap<String, GroupAcc> = BTreeMap::new();
     for s in source.series() {
-        let gname = spec.group_by.as_deref().map(|g| s.tag(g).to_string()).unwrap_or_default();
+        let gname = spec
+            .group_by
+            .as_deref()
+            .map(|g| s.tag(g).to_string())
+            .unwrap_or_default();
         let acc = groups.entry(gname).or_insert_with(|| GroupAcc {
             stats: vec![vec![None; windows.len()]; fields.len()],
-            values: if mergeable { Vec::new() } else { vec![vec![Vec::new(); windows.len()]; fields.len()] },
+            values: if mergeable {
+                Vec::new()
+            } else {
+                vec![vec![Vec::new(); windows.len()]; fields.len()]
+            },
             any_point: false,
         });
         read_series(source, s.id, &segments, &windows, mergeable, acc)?;
@@ -110,7 +135,12 @@ pub fn aggregate_with(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource,
         for (fi, f) in fields.iter().enumerate() {
             let mut series = Vec::new();
             for (wi, (ws, _)) in windows.iter().enumerate() {
-                let v = finalize(spec.agg_type, f.ty, acc.stats[fi][wi].as_ref(), acc.values.get(fi).map(|v| &v[wi]));
+                let v = finalize(
+                    spec.agg_type,
+                    f.ty,
+                    acc.stats[fi][wi].as_ref(),
+                    acc.values.get(fi).map(|v| &v[wi]),
+                );
                 match (v, spec.fill) {
                     (Some(v), _) => series.push((*ws, Some(v))),
                     (None, Fill::Null) => {
@@ -128,7 +158,9 @@ pub fn aggregate_with(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource,
         let mut labels: BTreeMap<i64, Vec<Option<Value>>> = BTreeMap::new();
         for (fi, series) in per_field.iter().enumerate() {
             for (ts, v) in series {
-                let row = labels.entry(*ts).or_insert_with(|| vec![None; fields.len()]);
+                let row = labels
+                    .entry(*ts)
+                    .or_insert_with(|| vec![None; fields.len()]);
                 row[fi] = v.and_then(Out::to_value);
             }
         }
@@ -147,7 +179,12 @@ pub fn aggregate_with(query: &ReadQuery, spec: &AggSpec, source: &dyn AggSource,
 }
 
 /// Splits every window's effective range into rollup middles and raw edges.
-fn plan_segments(windows: &[(i64, i64)], read_lo: i64, read_hi: i64, rollups: bool) -> Vec<Segment> {
+fn plan_segments(
+    windows: &[(i64, i64)],
+    read_lo: i64,
+    read_hi: i64,
+    rollups: bool,
+) -> Vec<Segment> {
     let mut segs = Vec::new();
     for (i, (ws, we)) in windows.iter().enumerate() {
         let (a, b) = ((*ws).max(read_lo), (*we).min(read_hi));
@@ -161,9 +198,18 @@ fn plan_segments(windows: &[(i64, i64)], read_lo: i64, read_hi: i64, rollups: bo
                 let ca = a.div_euclid(len) * len + if a.rem_euclid(len) == 0 { 0 } else { len };
                 let fb = b.div_euclid(len) * len;
                 if ca < fb {
-                    for (from, to, src) in [(a, ca, Src::Raw), (ca, fb, Src::Rollup(level)), (fb, b, Src::Raw)] {
+                    for (from, to, src) in [
+                        (a, ca, Src::Raw),
+                        (ca, fb, Src::Rollup(level)),
+                        (fb, b, Src::Raw),
+                    ] {
                         if from < to {
-                            segs.push(Segment { from, to, src, window: i });
+                            segs.push(Segment {
+                                from,
+                                to,
+                                src,
+                                window: i,
+                            });
                         }
                     }
                     placed = true;
@@ -172,14 +218,26 @@ fn plan_segments(windows: &[(i64, i64)], read_lo: i64, read_hi: i64, rollups: bo
             }
         }
         if !placed {
-            segs.push(Segment { from: a, to: b, src: Src::Raw, window: i });
+            segs.push(Segment {
+                from: a,
+                to: b,
+                src: Src::Raw,
+                window: i,
+            });
         }
     }
     segs
 }
 
 /// Reads one series into its group's accumulators.
-fn read_series(source: &dyn AggSource, sid: u32, segments: &[Segment], windows: &[(i64, i64)], mergeable: bool, acc: &mut GroupAcc) -> Result<(), QueryError> {
+fn read_series(
+    source: &dyn AggSource,
+    sid: u32,
+    segments: &[Segment],
+    windows: &[(i64, i64)],
+    mergeable: bool,
+    acc: &mut GroupAcc,
+) -> Result<(), QueryError> {
     let window_of = |t: i64| -> Option<usize> {
         let i = windows.partition_point(|(s, _)| *s <= t);
         (i > 0 && t < windows[i - 1].1).then(|| i - 1)
@@ -211,8 +269,13 @@ fn read_series(source: &dyn AggSource, sid: u32, segments: &[Segment], windows: 
     }
     // Rollups: one range call per level over the span of that level's segments.
     for level in RollupLevel::ALL {
-        let segs: Vec<&Segment> = segments.iter().filter(|s| s.src == Src::Rollup(level)).collect();
-        let (Some(first), Some(last)) = (segs.first(), segs.last()) else { continue };
+        let segs: Vec<&Segment> = segments
+            .iter()
+            .filter(|s| s.src == Src::Rollup(level))
+            .collect();
+        let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
+            continue;
+        };
         source.rollups(sid, level, first.from, last.to, &mut |ws, stats| {
             let i = segs.partition_point(|s| s.from <= ws);
             if i == 0 || ws >= segs[i - 1].to {
@@ -236,7 +299,12 @@ fn read_series(source: &dyn AggSource, sid: u32, segments: &[Segment], windows: 
 }
 
 /// One window's aggregate; `None` when the window has no point for the field.
-fn finalize(agg: AggType, ty: FieldType, stats: Option<&Stats>, values: Option<&Vec<(i64, u32, Num)>>) -> Option<Out> {
+fn finalize(
+    agg: AggType,
+    ty: FieldType,
+    stats: Option<&Stats>,
+    values: Option<&Vec<(i64, u32, Num)>>,
+) -> Option<Out> {
     let typed = |n: Num| Out::from_num(n.to_type(ty));
     match agg {
         AggType::Median | AggType::Mode => {
@@ -244,7 +312,11 @@ fn finalize(agg: AggType, ty: FieldType, stats: Option<&Stats>, values: Option<&
             if vals.is_empty() {
                 return None;
             }
-            Some(if agg == AggType::Median { median(vals) } else { typed(mode(vals)) })
+            Some(if agg == AggType::Median {
+                median(vals)
+            } else {
+                typed(mode(vals))
+            })
         }
         _ => {
             let s = stats?;
@@ -285,7 +357,7 @@ fn median(vals: &[(i64, u32, Num)]) -> Out {
 /// the pick's latest occurrence.
 fn mode(vals: &[(i64, u32, Num)]) -> Num {
     let mut timed: Vec<(i64, u32, Num)> = vals.to_vec();
-    timed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    timed.sort_by_key(|a| (a.0, a.1));
     // value -> (count, first position, last position), values in ascending order
     let mut stats: Vec<(Num, usize, usize, usize)> = Vec::new();
     let mut order: Vec<usize> = (0..timed.len()).collect();
@@ -315,7 +387,11 @@ mod tests {
     use super::*;
 
     fn m(xs: &[i64]) -> i64 {
-        let v: Vec<_> = xs.iter().enumerate().map(|(i, x)| (i as i64, 0, Num::I(*x))).collect();
+        let v: Vec<_> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i as i64, 0, Num::I(*x)))
+            .collect();
         match mode(&v) {
             Num::I(i) => i,
             Num::F(_) => unreachable!(),

@@ -43,14 +43,24 @@ impl Out {
 
 /// Applies `t` to a series of (label, value); `None` values are nulls and are skipped.
 pub fn apply_transform(t: Transform, series: &[(i64, Option<Out>)]) -> Vec<(i64, Option<Out>)> {
-    let pts: Vec<(i64, Out)> = series.iter().filter_map(|(ts, v)| v.map(|v| (*ts, v))).collect();
+    let pts: Vec<(i64, Out)> = series
+        .iter()
+        .filter_map(|(ts, v)| v.map(|v| (*ts, v)))
+        .collect();
     let map = |f: fn(f64) -> f64| -> Vec<(i64, Option<Out>)> {
         pts.iter()
             .map(|(ts, v)| {
-                (*ts, Some(match v {
-                    Out::I(i) => Out::I(if t == Transform::Abs { i.wrapping_abs() } else { *i }),
-                    Out::F(x) => Out::F(f(*x)),
-                }))
+                (
+                    *ts,
+                    Some(match v {
+                        Out::I(i) => Out::I(if t == Transform::Abs {
+                            i.wrapping_abs()
+                        } else {
+                            *i
+                        }),
+                        Out::F(x) => Out::F(f(*x)),
+                    }),
+                )
             })
             .collect()
     };
@@ -86,10 +96,14 @@ pub fn apply_transform(t: Transform, series: &[(i64, Option<Out>)]) -> Vec<(i64,
             .filter_map(|p| {
                 let dv = p[1].1.f64() - p[0].1.f64();
                 let dt_s = (p[1].0 - p[0].0) as f64 / 1000.0;
-                (t == Transform::Derivative || dv >= 0.0 || dv.is_nan()).then_some((p[1].0, Some(Out::F(dv / dt_s))))
+                (t == Transform::Derivative || dv >= 0.0 || dv.is_nan())
+                    .then_some((p[1].0, Some(Out::F(dv / dt_s))))
             })
             .collect(),
-        Transform::Elapsed => pts.windows(2).map(|p| (p[1].0, Some(Out::I(p[1].0 - p[0].0)))).collect(),
+        Transform::Elapsed => pts
+            .windows(2)
+            .map(|p| (p[1].0, Some(Out::I(p[1].0 - p[0].0))))
+            .collect(),
     }
 }
 
@@ -99,20 +113,38 @@ mod tests {
 
     #[test]
     fn round_half_away_from_zero() {
-        let s = [(0, Some(Out::F(2.5))), (1, Some(Out::F(-2.5))), (2, Some(Out::F(-0.5)))];
+        let s = [
+            (0, Some(Out::F(2.5))),
+            (1, Some(Out::F(-2.5))),
+            (2, Some(Out::F(-0.5))),
+        ];
         let r = apply_transform(Transform::Round, &s);
-        assert_eq!(r.iter().map(|x| x.1.unwrap()).collect::<Vec<_>>(), vec![Out::F(3.0), Out::F(-3.0), Out::F(-1.0)]);
+        assert_eq!(
+            r.iter().map(|x| x.1.unwrap()).collect::<Vec<_>>(),
+            vec![Out::F(3.0), Out::F(-3.0), Out::F(-1.0)]
+        );
     }
 
     #[test]
     fn nulls_skipped_nan_propagates() {
-        let s = [(0, Some(Out::F(1.0))), (1, None), (2, Some(Out::F(f64::NAN))), (3, Some(Out::F(2.0)))];
+        let s = [
+            (0, Some(Out::F(1.0))),
+            (1, None),
+            (2, Some(Out::F(f64::NAN))),
+            (3, Some(Out::F(2.0))),
+        ];
         let r = apply_transform(Transform::CumulativeSum, &s);
         assert_eq!(r.len(), 3);
         assert!(r[2].1.unwrap().to_value().is_none());
-        let d = apply_transform(Transform::Difference, &[(0, Some(Out::I(5))), (10, None), (20, Some(Out::I(3)))]);
+        let d = apply_transform(
+            Transform::Difference,
+            &[(0, Some(Out::I(5))), (10, None), (20, Some(Out::I(3)))],
+        );
         assert_eq!(d, vec![(20, Some(Out::I(-2)))]);
-        let nn = apply_transform(Transform::NonNegativeDifference, &[(0, Some(Out::I(5))), (20, Some(Out::I(3)))]);
+        let nn = apply_transform(
+            Transform::NonNegativeDifference,
+            &[(0, Some(Out::I(5))), (20, Some(Out::I(3)))],
+        );
         assert!(nn.is_empty());
     }
 }

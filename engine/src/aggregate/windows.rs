@@ -24,7 +24,12 @@ impl Windows {
         match self.tz {
             None => 0,
             Some(tz) => match chrono::DateTime::from_timestamp_millis(t) {
-                Some(dt) => tz.offset_from_utc_datetime(&dt.naive_utc()).fix().local_minus_utc() as i64 * 1000,
+                Some(dt) => {
+                    tz.offset_from_utc_datetime(&dt.naive_utc())
+                        .fix()
+                        .local_minus_utc() as i64
+                        * 1000
+                }
                 None => 0,
             },
         }
@@ -75,14 +80,19 @@ impl Windows {
     }
 
     fn local_naive(&self, t: i64) -> NaiveDateTime {
-        let utc = chrono::DateTime::from_timestamp_millis(t).unwrap_or_default().naive_utc();
+        let utc = chrono::DateTime::from_timestamp_millis(t)
+            .unwrap_or_default()
+            .naive_utc();
         utc + chrono::Duration::milliseconds(self.offset_ms(t))
     }
 
     /// The instant of local midnight on the 1st of (y, m); if midnight does not exist (a
     /// DST gap), the first instant after it.
     fn local_midnight(&self, y: i32, m: u32) -> i64 {
-        let naive = NaiveDate::from_ymd_opt(y, m, 1).unwrap_or_default().and_hms_opt(0, 0, 0).unwrap_or_default();
+        let naive = NaiveDate::from_ymd_opt(y, m, 1)
+            .unwrap_or_default()
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default();
         self.instant_of(naive)
     }
 
@@ -180,48 +190,79 @@ mod tests {
     use super::*;
 
     fn ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
     fn madrid_days_are_23_and_25_hours() {
         let w = Windows::new(Window::Fixed(86_400_000), Some(chrono_tz::Europe::Madrid));
-        assert_eq!(w.bounds(ms("2024-03-31T12:00:00Z")), (ms("2024-03-30T23:00:00Z"), ms("2024-03-31T22:00:00Z")));
-        assert_eq!(w.bounds(ms("2024-10-27T12:00:00Z")), (ms("2024-10-26T22:00:00Z"), ms("2024-10-27T23:00:00Z")));
+        assert_eq!(
+            w.bounds(ms("2024-03-31T12:00:00Z")),
+            (ms("2024-03-30T23:00:00Z"), ms("2024-03-31T22:00:00Z"))
+        );
+        assert_eq!(
+            w.bounds(ms("2024-10-27T12:00:00Z")),
+            (ms("2024-10-26T22:00:00Z"), ms("2024-10-27T23:00:00Z"))
+        );
     }
 
     #[test]
     fn madrid_three_hours_across_fall_back() {
-        let w = Windows::new(Window::Fixed(3 * 3_600_000), Some(chrono_tz::Europe::Madrid));
-        assert_eq!(w.bounds(ms("2024-10-27T01:30:00Z")), (ms("2024-10-26T22:00:00Z"), ms("2024-10-27T02:00:00Z")));
+        let w = Windows::new(
+            Window::Fixed(3 * 3_600_000),
+            Some(chrono_tz::Europe::Madrid),
+        );
+        assert_eq!(
+            w.bounds(ms("2024-10-27T01:30:00Z")),
+            (ms("2024-10-26T22:00:00Z"), ms("2024-10-27T02:00:00Z"))
+        );
     }
 
     #[test]
     fn kathmandu_hours_start_at_quarter_past() {
         let w = Windows::new(Window::Fixed(3_600_000), Some(chrono_tz::Asia::Kathmandu));
-        assert_eq!(w.start(ms("2024-01-01T10:20:00Z")), ms("2024-01-01T10:15:00Z"));
+        assert_eq!(
+            w.start(ms("2024-01-01T10:20:00Z")),
+            ms("2024-01-01T10:15:00Z")
+        );
         let w = Windows::new(Window::Fixed(1_800_000), Some(chrono_tz::Asia::Kathmandu));
-        assert_eq!(w.start(ms("2024-01-01T10:50:00Z")), ms("2024-01-01T10:45:00Z"));
+        assert_eq!(
+            w.start(ms("2024-01-01T10:50:00Z")),
+            ms("2024-01-01T10:45:00Z")
+        );
     }
 
     #[test]
     fn weeks_start_on_thursday() {
         let w = Windows::new(Window::Fixed(7 * 86_400_000), None);
-        assert_eq!(w.start(ms("2024-01-10T00:00:00Z")), ms("2024-01-04T00:00:00Z"));
+        assert_eq!(
+            w.start(ms("2024-01-10T00:00:00Z")),
+            ms("2024-01-04T00:00:00Z")
+        );
     }
 
     #[test]
     fn calendar_months_in_a_zone_and_one_back() {
         let w = Windows::new(Window::Months(3), Some(chrono_tz::Europe::Madrid));
-        assert_eq!(w.bounds(ms("2024-05-10T00:00:00Z")), (ms("2024-03-31T22:00:00Z"), ms("2024-06-30T22:00:00Z")));
+        assert_eq!(
+            w.bounds(ms("2024-05-10T00:00:00Z")),
+            (ms("2024-03-31T22:00:00Z"), ms("2024-06-30T22:00:00Z"))
+        );
         let m = Windows::new(Window::Months(1), None);
-        assert_eq!(m.one_back(ms("2024-03-31T10:00:00Z")), ms("2024-02-29T10:00:00Z"));
+        assert_eq!(
+            m.one_back(ms("2024-03-31T10:00:00Z")),
+            ms("2024-02-29T10:00:00Z")
+        );
     }
 
     #[test]
     fn enumeration_is_contiguous() {
         let w = Windows::new(Window::Fixed(86_400_000), Some(chrono_tz::Europe::Madrid));
-        let ws = w.enumerate(ms("2024-03-29T12:00:00Z"), ms("2024-04-02T12:00:00Z")).unwrap();
+        let ws = w
+            .enumerate(ms("2024-03-29T12:00:00Z"), ms("2024-04-02T12:00:00Z"))
+            .unwrap();
         assert_eq!(ws.len(), 5);
         for p in ws.windows(2) {
             assert_eq!(p[0].1, p[1].0);

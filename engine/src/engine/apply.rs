@@ -48,7 +48,10 @@ impl Engine {
             let wb = batch.finish(&mut st, marker)?;
             let mut wo = WriteOptions::default();
             wo.disable_wal(true);
-            inner.db.write_opt(wb, &wo).map_err(EngineError::rocks("writing the batch"))?;
+            inner
+                .db
+                .write_opt(wb, &wo)
+                .map_err(EngineError::rocks("writing the batch"))?;
             Ok(results)
         })();
         if outcome.is_err() {
@@ -97,26 +100,53 @@ impl<'a> Batch<'a> {
 
     fn apply_command(&mut self, st: &mut State, c: &Command) -> EngineResult<CmdResult> {
         match c {
-            Command::PutDoc { kind, user, parent, id, doc } => {
-                self.put_doc(st, *kind, user, parent, id, doc, PutMode::Upsert)
+            Command::PutDoc {
+                kind,
+                user,
+                parent,
+                id,
+                doc,
+            } => self.put_doc(st, *kind, user, parent, id, doc, PutMode::Upsert),
+            Command::PutDocWith {
+                kind,
+                user,
+                parent,
+                id,
+                doc,
+                mode,
+            } => self.put_doc(st, *kind, user, parent, id, doc, *mode),
+            Command::DeleteDoc {
+                kind,
+                user,
+                parent,
+                id,
+            } => self.delete_doc(st, *kind, user, parent, id),
+            Command::CreateBucket { user, bucket, doc } => {
+                self.create_bucket(st, user, bucket, doc)
             }
-            Command::PutDocWith { kind, user, parent, id, doc, mode } => {
-                self.put_doc(st, *kind, user, parent, id, doc, *mode)
+            Command::UpdateBucket { user, bucket, doc } => {
+                self.update_bucket(st, user, bucket, doc)
             }
-            Command::DeleteDoc { kind, user, parent, id } => self.delete_doc(st, *kind, user, parent, id),
-            Command::CreateBucket { user, bucket, doc } => self.create_bucket(st, user, bucket, doc),
-            Command::UpdateBucket { user, bucket, doc } => self.update_bucket(st, user, bucket, doc),
-            Command::DeleteBucket { user, bucket } => match st.bucket_ids.get(&(user.clone(), bucket.clone())) {
-                Some(&bid) => {
-                    self.delete_bucket(st, bid);
-                    Ok(Ok(Output::Done))
+            Command::DeleteBucket { user, bucket } => {
+                match st.bucket_ids.get(&(user.clone(), bucket.clone())) {
+                    Some(&bid) => {
+                        self.delete_bucket(st, bid);
+                        Ok(Ok(Output::Done))
+                    }
+                    None => Ok(Err(bucket_not_found(user, bucket))),
                 }
-                None => Ok(Err(bucket_not_found(user, bucket))),
-            },
-            Command::WriteRecords { user, bucket, records, default_ts } => {
-                self.write_records(st, user, bucket, records, *default_ts)
             }
-            Command::Expire { user, bucket, before_ts } => self.expire(st, user, bucket, *before_ts),
+            Command::WriteRecords {
+                user,
+                bucket,
+                records,
+                default_ts,
+            } => self.write_records(st, user, bucket, records, *default_ts),
+            Command::Expire {
+                user,
+                bucket,
+                before_ts,
+            } => self.expire(st, user, bucket, *before_ts),
         }
     }
 
@@ -166,7 +196,9 @@ impl<'a> Batch<'a> {
             return Ok(Err(e));
         }
         if kind == DocKind::Bucket {
-            return Ok(Err(CommandError::Invalid("buckets are written with the bucket commands".into())));
+            return Ok(Err(CommandError::Invalid(
+                "buckets are written with the bucket commands".into(),
+            )));
         }
         let _ = st;
         let new = match catalog::parse_doc(kind.name(), doc) {
@@ -199,12 +231,20 @@ impl<'a> Batch<'a> {
     }
 
     /// Ids are valid, the owner exists, and a property's device exists.
-    fn check_doc_path(&self, kind: DocKind, user: &str, parent: &str, id: &str) -> EngineResult<Result<(), CommandError>> {
+    fn check_doc_path(
+        &self,
+        kind: DocKind,
+        user: &str,
+        parent: &str,
+        id: &str,
+    ) -> EngineResult<Result<(), CommandError>> {
         let check = || -> Result<(), CommandError> {
             catalog::validate_id("user", user)?;
             if kind == DocKind::User {
                 if !id.is_empty() || !parent.is_empty() {
-                    return Err(CommandError::Invalid("a user document has no parent and no id".into()));
+                    return Err(CommandError::Invalid(
+                        "a user document has no parent and no id".into(),
+                    ));
                 }
                 return Ok(());
             }
@@ -212,31 +252,53 @@ impl<'a> Batch<'a> {
             if kind == DocKind::Property {
                 catalog::validate_id("device", parent)?;
             } else if !parent.is_empty() {
-                return Err(CommandError::Invalid(format!("a {} has no parent", kind.name())));
+                return Err(CommandError::Invalid(format!(
+                    "a {} has no parent",
+                    kind.name()
+                )));
             }
             Ok(())
         };
         if let Err(e) = check() {
             return Ok(Err(e));
         }
-        if kind != DocKind::User && self.meta_get(&keys::doc_key(DocKind::User.tag(), user, "", ""))?.is_none() {
+        if kind != DocKind::User
+            && self
+                .meta_get(&keys::doc_key(DocKind::User.tag(), user, "", ""))?
+                .is_none()
+        {
             return Ok(Err(CommandError::NotFound(format!("user `{user}`"))));
         }
         if kind == DocKind::Property
-            && self.meta_get(&keys::doc_key(DocKind::Device.tag(), user, "", parent))?.is_none()
+            && self
+                .meta_get(&keys::doc_key(DocKind::Device.tag(), user, "", parent))?
+                .is_none()
         {
-            return Ok(Err(CommandError::NotFound(format!("device `{parent}` of user `{user}`"))));
+            return Ok(Err(CommandError::NotFound(format!(
+                "device `{parent}` of user `{user}`"
+            ))));
         }
         Ok(Ok(()))
     }
 
-    fn delete_doc(&mut self, st: &mut State, kind: DocKind, user: &str, parent: &str, id: &str) -> EngineResult<CmdResult> {
+    fn delete_doc(
+        &mut self,
+        st: &mut State,
+        kind: DocKind,
+        user: &str,
+        parent: &str,
+        id: &str,
+    ) -> EngineResult<CmdResult> {
         if kind == DocKind::Bucket {
-            return Ok(Err(CommandError::Invalid("buckets are deleted with DeleteBucket".into())));
+            return Ok(Err(CommandError::Invalid(
+                "buckets are deleted with DeleteBucket".into(),
+            )));
         }
         let key = keys::doc_key(kind.tag(), user, parent, id);
         if self.meta_get(&key)?.is_none() {
-            return Ok(Err(CommandError::NotFound(describe(kind, user, parent, id))));
+            return Ok(Err(CommandError::NotFound(describe(
+                kind, user, parent, id,
+            ))));
         }
         self.meta.insert(key, None);
         match kind {
@@ -260,7 +322,11 @@ impl<'a> Batch<'a> {
                 }
             }
             DocKind::Device => {
-                for key in self.meta_keys_with_prefix(&keys::doc_prefix(DocKind::Property.tag(), user, Some(id)))? {
+                for key in self.meta_keys_with_prefix(&keys::doc_prefix(
+                    DocKind::Property.tag(),
+                    user,
+                    Some(id),
+                ))? {
                     self.meta.insert(key, None);
                 }
             }
@@ -271,26 +337,42 @@ impl<'a> Batch<'a> {
 
     // ---- buckets ----
 
-    fn create_bucket(&mut self, st: &mut State, user: &str, bucket: &str, doc: &str) -> EngineResult<CmdResult> {
+    fn create_bucket(
+        &mut self,
+        st: &mut State,
+        user: &str,
+        bucket: &str,
+        doc: &str,
+    ) -> EngineResult<CmdResult> {
         if let Err(e) = self.check_doc_path(DocKind::Bucket, user, "", bucket)? {
             return Ok(Err(e));
         }
-        if st.bucket_ids.contains_key(&(user.to_string(), bucket.to_string())) {
-            return Ok(Err(CommandError::Conflict(format!("bucket `{bucket}` of user `{user}`"))));
+        if st
+            .bucket_ids
+            .contains_key(&(user.to_string(), bucket.to_string()))
+        {
+            return Ok(Err(CommandError::Conflict(format!(
+                "bucket `{bucket}` of user `{user}`"
+            ))));
         }
         let bid = st.next_bucket_id;
-        let parsed = catalog::parse_doc("bucket", doc).and_then(|d| BucketDoc::from_json(bucket, d, bid));
+        let parsed =
+            catalog::parse_doc("bucket", doc).and_then(|d| BucketDoc::from_json(bucket, d, bid));
         let bdoc = match parsed {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
         st.next_bucket_id += 1;
-        self.meta.insert(keys::KEY_NEXT_BUCKET.to_vec(), Some(st.next_bucket_id.to_be_bytes().to_vec()));
+        self.meta.insert(
+            keys::KEY_NEXT_BUCKET.to_vec(),
+            Some(st.next_bucket_id.to_be_bytes().to_vec()),
+        );
         self.meta.insert(
             keys::doc_key(DocKind::Bucket.tag(), user, "", bucket),
             Some(serde_json::to_vec(&bdoc).map_err(|e| EngineError::Corrupt(e.to_string()))?),
         );
-        st.bucket_ids.insert((user.to_string(), bucket.to_string()), bid);
+        st.bucket_ids
+            .insert((user.to_string(), bucket.to_string()), bid);
         st.hot.insert(bid, BucketHot::default());
         st.views.insert(
             bid,
@@ -307,12 +389,20 @@ impl<'a> Batch<'a> {
         Ok(Ok(Output::Done))
     }
 
-    fn update_bucket(&mut self, st: &mut State, user: &str, bucket: &str, doc: &str) -> EngineResult<CmdResult> {
+    fn update_bucket(
+        &mut self,
+        st: &mut State,
+        user: &str,
+        bucket: &str,
+        doc: &str,
+    ) -> EngineResult<CmdResult> {
         let Some(&bid) = st.bucket_ids.get(&(user.to_string(), bucket.to_string())) else {
             return Ok(Err(bucket_not_found(user, bucket)));
         };
         let Some(view) = st.views.get_mut(&bid) else {
-            return Err(EngineError::Corrupt(format!("bucket `{bucket}` has no view")));
+            return Err(EngineError::Corrupt(format!(
+                "bucket `{bucket}` has no view"
+            )));
         };
         let patch = match catalog::parse_doc("bucket", doc) {
             Ok(p) => p,
@@ -341,20 +431,32 @@ impl<'a> Batch<'a> {
     }
 
     fn delete_bucket(&mut self, st: &mut State, bid: u32) {
-        let Some(view) = st.views.remove(&bid) else { return };
+        let Some(view) = st.views.remove(&bid) else {
+            return;
+        };
         st.hot.remove(&bid);
-        st.bucket_ids.remove(&(view.user.clone(), view.bucket.clone()));
-        self.meta.insert(keys::doc_key(DocKind::Bucket.tag(), &view.user, "", &view.bucket), None);
+        st.bucket_ids
+            .remove(&(view.user.clone(), view.bucket.clone()));
+        self.meta.insert(
+            keys::doc_key(DocKind::Bucket.tag(), &view.user, "", &view.bucket),
+            None,
+        );
         let internal = keys::bucket_internal_prefix(bid);
         let internal_end = keys::prefix_end(&internal);
-        let stale: Vec<Vec<u8>> = self.meta.range(internal.clone()..internal_end.clone()).map(|(k, _)| k.clone()).collect();
+        let stale: Vec<Vec<u8>> = self
+            .meta
+            .range(internal.clone()..internal_end.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in stale {
             self.meta.remove(&k);
         }
-        self.range_deletes.push((keys::CF_META, internal, internal_end));
+        self.range_deletes
+            .push((keys::CF_META, internal, internal_end));
         let prefix = bid.to_be_bytes();
         for name in [keys::CF_SERIES, keys::CF_ROLLUPS, keys::CF_LATEST] {
-            self.range_deletes.push((name, prefix.to_vec(), keys::prefix_end(&prefix)));
+            self.range_deletes
+                .push((name, prefix.to_vec(), keys::prefix_end(&prefix)));
         }
         self.records.retain(|(b, _), _| *b != bid);
         self.rollups.retain(|(b, ..), _| *b != bid);
@@ -362,13 +464,21 @@ impl<'a> Batch<'a> {
         self.latest.retain(|(b, _), _| *b != bid);
     }
 
-    fn expire(&mut self, st: &mut State, user: &str, bucket: &str, before_ts: i64) -> EngineResult<CmdResult> {
+    fn expire(
+        &mut self,
+        st: &mut State,
+        user: &str,
+        bucket: &str,
+        before_ts: i64,
+    ) -> EngineResult<CmdResult> {
         let Some(&bid) = st.bucket_ids.get(&(user.to_string(), bucket.to_string())) else {
             return Ok(Err(bucket_not_found(user, bucket)));
         };
         let before = RollupLevel::D1.window_start(before_ts);
         let Some(hot) = st.hot.get_mut(&bid) else {
-            return Err(EngineError::Corrupt(format!("bucket `{bucket}` has no index")));
+            return Err(EngineError::Corrupt(format!(
+                "bucket `{bucket}` has no index"
+            )));
         };
         for sid in 0..hot.last_ts.len() as u32 {
             self.range_deletes.push((
@@ -397,8 +507,10 @@ impl<'a> Batch<'a> {
                 *rows = rows.split_off(&before);
             }
         }
-        self.rollups.retain(|(b, _, _, ws), _| *b != bid || *ws >= before);
-        self.recompute.retain(|(b, _, _, ws)| *b != bid || *ws >= before);
+        self.rollups
+            .retain(|(b, _, _, ws), _| *b != bid || *ws >= before);
+        self.recompute
+            .retain(|(b, _, _, ws)| *b != bid || *ws >= before);
         let e = self.expired.entry(bid).or_insert(before);
         *e = (*e).max(before);
         Ok(Ok(Output::Done))
@@ -406,15 +518,26 @@ impl<'a> Batch<'a> {
 
     // ---- records ----
 
-    fn write_records(&mut self, st: &mut State, user: &str, bucket: &str, json: &str, default_ts: i64) -> EngineResult<CmdResult> {
+    fn write_records(
+        &mut self,
+        st: &mut State,
+        user: &str,
+        bucket: &str,
+        json: &str,
+        default_ts: i64,
+    ) -> EngineResult<CmdResult> {
         let Some(&bid) = st.bucket_ids.get(&(user.to_string(), bucket.to_string())) else {
             return Ok(Err(bucket_not_found(user, bucket)));
         };
         let (Some(view), Some(hot)) = (st.views.get_mut(&bid), st.hot.get_mut(&bid)) else {
-            return Err(EngineError::Corrupt(format!("bucket `{bucket}` has no index")));
+            return Err(EngineError::Corrupt(format!(
+                "bucket `{bucket}` has no index"
+            )));
         };
         if !view.doc.enabled {
-            return Ok(Err(CommandError::Invalid(format!("bucket `{bucket}` is disabled"))));
+            return Ok(Err(CommandError::Invalid(format!(
+                "bucket `{bucket}` is disabled"
+            ))));
         }
         let parsed = match record::parse_records(json, &view.doc.config.tags, default_ts) {
             Ok(p) => p,
@@ -462,7 +585,8 @@ impl<'a> Batch<'a> {
                 Some(&s) => s,
                 None => {
                     let s = view.series.len() as u32;
-                    self.meta.insert(keys::series_key(bid, s), Some(encode_tag_values(&rec.tags)));
+                    self.meta
+                        .insert(keys::series_key(bid, s), Some(encode_tag_values(&rec.tags)));
                     view.series.push(rec.tags.clone());
                     hot.series_index.insert(rec.tags.clone(), s);
                     hot.last_ts.push(i64::MIN);
@@ -493,10 +617,21 @@ impl<'a> Batch<'a> {
         }))
     }
 
-    fn put_record(&mut self, hot: &mut BucketHot, bid: u32, sid: u32, ts: i64, bytes: Vec<u8>, nums: &[(u16, Num)]) -> EngineResult<()> {
+    fn put_record(
+        &mut self,
+        hot: &mut BucketHot,
+        bid: u32,
+        sid: u32,
+        ts: i64,
+        bytes: Vec<u8>,
+        nums: &[(u16, Num)],
+    ) -> EngineResult<()> {
         let last = hot.last_ts[sid as usize];
         let replaced = ts <= last && self.record_exists(bid, sid, ts)?;
-        self.records.entry((bid, sid)).or_default().insert(ts, bytes);
+        self.records
+            .entry((bid, sid))
+            .or_default()
+            .insert(ts, bytes);
         if ts >= last {
             hot.last_ts[sid as usize] = ts;
             self.latest.insert((bid, sid), Some(ts));
@@ -532,14 +667,21 @@ impl<'a> Batch<'a> {
         }
         let found = self
             .db
-            .get_pinned_cf(cf(self.db, keys::CF_SERIES)?, keys::record_key(bid, sid, ts))
+            .get_pinned_cf(
+                cf(self.db, keys::CF_SERIES)?,
+                keys::record_key(bid, sid, ts),
+            )
             .map_err(EngineError::rocks("reading a replaced record"))?;
         Ok(found.is_some())
     }
 
     /// The batch's copy of a rollup row, loaded on first touch: from the in-memory newest
     /// window, empty when newer than it, else read from the database.
-    fn rollup_row(&mut self, hot: &BucketHot, key: RollupKey) -> EngineResult<&mut Vec<(u16, Stats)>> {
+    fn rollup_row(
+        &mut self,
+        hot: &BucketHot,
+        key: RollupKey,
+    ) -> EngineResult<&mut Vec<(u16, Stats)>> {
         if !self.rollups.contains_key(&key) {
             let (bid, sid, level, ws) = key;
             let open = hot.open[sid as usize][level as usize].as_ref();
@@ -549,36 +691,52 @@ impl<'a> Batch<'a> {
                 _ if self.expired.get(&bid).is_some_and(|b| ws < *b) => Vec::new(),
                 _ => match self
                     .db
-                    .get_pinned_cf(cf(self.db, keys::CF_ROLLUPS)?, keys::rollup_key(bid, sid, level, ws))
+                    .get_pinned_cf(
+                        cf(self.db, keys::CF_ROLLUPS)?,
+                        keys::rollup_key(bid, sid, level, ws),
+                    )
                     .map_err(EngineError::rocks("reading a rollup row"))?
                 {
-                    Some(v) => decode_rollup(&v).ok_or_else(|| EngineError::Corrupt("undecodable rollup row".into()))?,
+                    Some(v) => decode_rollup(&v)
+                        .ok_or_else(|| EngineError::Corrupt("undecodable rollup row".into()))?,
                     None => Vec::new(),
                 },
             };
             self.rollups.insert(key, Some(base));
         }
-        let slot = self.rollups.get_mut(&key).ok_or_else(|| EngineError::Corrupt("rollup slot vanished".into()))?;
+        let slot = self
+            .rollups
+            .get_mut(&key)
+            .ok_or_else(|| EngineError::Corrupt("rollup slot vanished".into()))?;
         Ok(slot.get_or_insert_with(Vec::new))
     }
 
     /// Recomputes one rollup window from raw rows: the database's, overlaid by this batch's.
-    fn recompute_row(&self, views: &HashMap<u32, Arc<BucketView>>, key: RollupKey) -> EngineResult<Vec<(u16, Stats)>> {
+    fn recompute_row(
+        &self,
+        views: &HashMap<u32, Arc<BucketView>>,
+        key: RollupKey,
+    ) -> EngineResult<Vec<(u16, Stats)>> {
         let (bid, sid, level, ws) = key;
-        let level = RollupLevel::from_u8(level).ok_or_else(|| EngineError::Corrupt("rollup level".into()))?;
+        let level = RollupLevel::from_u8(level)
+            .ok_or_else(|| EngineError::Corrupt("rollup level".into()))?;
         let end = ws.saturating_add(level.len_ms());
         let mut rows: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         let floor = self.expired.get(&bid).copied().unwrap_or(i64::MIN).max(ws);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(keys::record_key(bid, sid, end).to_vec());
-        let mut it = self.db.raw_iterator_cf_opt(cf(self.db, keys::CF_SERIES)?, ro);
+        let mut it = self
+            .db
+            .raw_iterator_cf_opt(cf(self.db, keys::CF_SERIES)?, ro);
         it.seek(keys::record_key(bid, sid, floor));
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let ts = keys::record_key_ts(k).ok_or_else(|| EngineError::Corrupt("record key".into()))?;
+            let ts =
+                keys::record_key_ts(k).ok_or_else(|| EngineError::Corrupt("record key".into()))?;
             rows.insert(ts, v.to_vec());
             it.next();
         }
-        it.status().map_err(EngineError::rocks("scanning records for a rollup"))?;
+        it.status()
+            .map_err(EngineError::rocks("scanning records for a rollup"))?;
         if let Some(batch_rows) = self.records.get(&(bid, sid)) {
             for (ts, v) in batch_rows.range(ws..end) {
                 rows.insert(*ts, v.clone());
@@ -587,10 +745,14 @@ impl<'a> Batch<'a> {
         let types = views.get(&bid).map(|v| &v.fields);
         let mut out: Vec<(u16, Stats)> = Vec::new();
         for (ts, v) in rows {
-            let fields = decode_all(&v).ok_or_else(|| EngineError::Corrupt("undecodable record".into()))?;
+            let fields =
+                decode_all(&v).ok_or_else(|| EngineError::Corrupt("undecodable record".into()))?;
             for (fid, val) in fields {
                 let Some(n) = val.as_num() else { continue };
-                let ty = types.and_then(|f| f.get(fid as usize)).map(|f| f.ty).unwrap_or(FieldType::Float);
+                let ty = types
+                    .and_then(|f| f.get(fid as usize))
+                    .map(|f| f.ty)
+                    .unwrap_or(FieldType::Float);
                 let n = n.to_type(ty);
                 match out.iter_mut().find(|(f, _)| *f == fid) {
                     Some((_, s)) => s.push(ts, n),
@@ -606,7 +768,8 @@ impl<'a> Batch<'a> {
     fn finish(mut self, st: &mut State, marker: &[u8]) -> EngineResult<WriteBatch> {
         for key in std::mem::take(&mut self.recompute) {
             let row = self.recompute_row(&st.views, key)?;
-            self.rollups.insert(key, if row.is_empty() { None } else { Some(row) });
+            self.rollups
+                .insert(key, if row.is_empty() { None } else { Some(row) });
         }
         let db = self.db;
         let mut wb = WriteBatch::default();
@@ -623,15 +786,22 @@ impl<'a> Batch<'a> {
         for (&(bid, sid, level, ws), row) in &self.rollups {
             let key = keys::rollup_key(bid, sid, level, ws);
             match row {
-                Some(stats) if !stats.is_empty() => wb.put_cf(rollups_cf, key, encode_rollup(stats)),
+                Some(stats) if !stats.is_empty() => {
+                    wb.put_cf(rollups_cf, key, encode_rollup(stats))
+                }
                 _ => wb.delete_cf(rollups_cf, key),
             }
-            let Some(hot) = st.hot.get_mut(&bid) else { continue };
+            let Some(hot) = st.hot.get_mut(&bid) else {
+                continue;
+            };
             let open = &mut hot.open[sid as usize][level as usize];
             match row {
                 Some(stats) if !stats.is_empty() => {
                     if open.as_ref().is_none_or(|o| o.start <= ws) {
-                        *open = Some(OpenWindow { start: ws, stats: stats.clone() });
+                        *open = Some(OpenWindow {
+                            start: ws,
+                            stats: stats.clone(),
+                        });
                     }
                 }
                 _ => {
@@ -644,7 +814,12 @@ impl<'a> Batch<'a> {
         let latest_cf = cf(db, keys::CF_LATEST)?;
         for (&(bid, sid), ts) in &self.latest {
             let key = keys::series_prefix(bid, sid);
-            match ts.and_then(|ts| self.records.get(&(bid, sid)).and_then(|r| r.get(&ts)).map(|v| (ts, v))) {
+            match ts.and_then(|ts| {
+                self.records
+                    .get(&(bid, sid))
+                    .and_then(|r| r.get(&ts))
+                    .map(|v| (ts, v))
+            }) {
                 Some((ts, v)) => {
                     let mut val = keys::ts_bytes(ts).to_vec();
                     val.extend_from_slice(v);
@@ -675,7 +850,11 @@ struct FieldPlan {
 /// earlier records of the same write introduce). Integers into a float field become
 /// floats; a float into an integer field promotes the field to float (JSON does not
 /// distinguish 21 from 21.0, so devices send both); any other mismatch is an error.
-fn plan_fields(view: &BucketView, records: &[record::ParsedRecord], bucket: &str) -> Result<FieldPlan, CommandError> {
+fn plan_fields(
+    view: &BucketView,
+    records: &[record::ParsedRecord],
+    bucket: &str,
+) -> Result<FieldPlan, CommandError> {
     let mut plan = FieldPlan {
         new_fields: Vec::new(),
         promoted: Vec::new(),
@@ -685,10 +864,18 @@ fn plan_fields(view: &BucketView, records: &[record::ParsedRecord], bucket: &str
             let vt = v.field_type();
             let current = match view.field_ids.get(name) {
                 Some(&fid) => {
-                    let ty = if plan.promoted.contains(&fid) { FieldType::Float } else { view.fields[fid as usize].ty };
+                    let ty = if plan.promoted.contains(&fid) {
+                        FieldType::Float
+                    } else {
+                        view.fields[fid as usize].ty
+                    };
                     Some((Some(fid), ty))
                 }
-                None => plan.new_fields.iter().find(|(n, _)| n == name).map(|(_, t)| (None, *t)),
+                None => plan
+                    .new_fields
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| (None, *t)),
             };
             match current {
                 None => {

@@ -15,7 +15,10 @@ use std::sync::Arc;
 
 pub(crate) fn load_state(db: &DB) -> EngineResult<State> {
     let meta = cf(db, keys::CF_META)?;
-    let next_bucket_id = match db.get_cf(meta, keys::KEY_NEXT_BUCKET).map_err(EngineError::rocks("reading bucket ids"))? {
+    let next_bucket_id = match db
+        .get_cf(meta, keys::KEY_NEXT_BUCKET)
+        .map_err(EngineError::rocks("reading bucket ids"))?
+    {
         Some(v) => u32::from_be_bytes(
             v.as_slice()
                 .try_into()
@@ -36,14 +39,21 @@ pub(crate) fn load_state(db: &DB) -> EngineResult<State> {
         let doc: BucketDoc = serde_json::from_slice(&v)
             .map_err(|e| EngineError::Corrupt(format!("bucket `{bucket}` of `{user}`: {e}")))?;
         let (view, hot) = load_bucket(db, user, bucket, doc)?;
-        state.bucket_ids.insert((user.to_string(), bucket.to_string()), view.id);
+        state
+            .bucket_ids
+            .insert((user.to_string(), bucket.to_string()), view.id);
         state.hot.insert(view.id, hot);
         state.views.insert(view.id, Arc::new(view));
     }
     Ok(state)
 }
 
-fn load_bucket(db: &DB, user: &str, bucket: &str, doc: BucketDoc) -> EngineResult<(BucketView, BucketHot)> {
+fn load_bucket(
+    db: &DB,
+    user: &str,
+    bucket: &str,
+    doc: BucketDoc,
+) -> EngineResult<(BucketView, BucketHot)> {
     let id = doc.internal_id;
     let mut view = BucketView {
         id,
@@ -54,12 +64,19 @@ fn load_bucket(db: &DB, user: &str, bucket: &str, doc: BucketDoc) -> EngineResul
         field_ids: HashMap::new(),
         series: Vec::new(),
     };
-    let corrupt = |what: &str| EngineError::Corrupt(format!("bucket `{bucket}` of `{user}`: {what}"));
+    let corrupt =
+        |what: &str| EngineError::Corrupt(format!("bucket `{bucket}` of `{user}`: {what}"));
     for (k, v) in prefix_scan(db, keys::CF_META, &keys::bucket_internal_prefix(id))? {
         match k.get(5) {
             Some(0x01) => {
-                let fid = u16::from_be_bytes(k.get(6..8).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("field key"))?);
-                let (&ty, name) = v.split_first().ok_or_else(|| corrupt("empty field entry"))?;
+                let fid = u16::from_be_bytes(
+                    k.get(6..8)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| corrupt("field key"))?,
+                );
+                let (&ty, name) = v
+                    .split_first()
+                    .ok_or_else(|| corrupt("empty field entry"))?;
                 let ty = FieldType::from_u8(ty).ok_or_else(|| corrupt("unknown field type"))?;
                 let name = String::from_utf8(name.to_vec()).map_err(|_| corrupt("field name"))?;
                 if fid as usize != view.fields.len() {
@@ -69,24 +86,42 @@ fn load_bucket(db: &DB, user: &str, bucket: &str, doc: BucketDoc) -> EngineResul
                 view.fields.push(FieldDef { name, ty });
             }
             Some(0x02) => {
-                let sid = u32::from_be_bytes(k.get(6..10).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("series key"))?);
+                let sid = u32::from_be_bytes(
+                    k.get(6..10)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| corrupt("series key"))?,
+                );
                 if sid as usize != view.series.len() {
                     return Err(corrupt("series ids are not dense"));
                 }
-                view.series.push(decode_tag_values(&v).ok_or_else(|| corrupt("series tags"))?);
+                view.series
+                    .push(decode_tag_values(&v).ok_or_else(|| corrupt("series tags"))?);
             }
             _ => return Err(corrupt("unknown internal key")),
         }
     }
     let n = view.series.len();
     let mut hot = BucketHot {
-        series_index: view.series.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect(),
+        series_index: view
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect(),
         last_ts: vec![i64::MIN; n],
         open: (0..n).map(|_| [None, None, None]).collect(),
     };
     for (k, v) in prefix_scan(db, keys::CF_LATEST, &id.to_be_bytes())? {
-        let sid = u32::from_be_bytes(k.get(4..8).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("latest key"))?);
-        let ts = keys::ts_from(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("latest row"))?);
+        let sid = u32::from_be_bytes(
+            k.get(4..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("latest key"))?,
+        );
+        let ts = keys::ts_from(
+            v.get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("latest row"))?,
+        );
         if let Some(slot) = hot.last_ts.get_mut(sid as usize) {
             *slot = ts;
         }
@@ -112,7 +147,11 @@ fn load_bucket(db: &DB, user: &str, bucket: &str, doc: BucketDoc) -> EngineResul
 }
 
 /// All (key, value) pairs under `prefix` in one column family.
-pub(crate) fn prefix_scan(db: &DB, cf_name: &str, prefix: &[u8]) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn prefix_scan(
+    db: &DB,
+    cf_name: &str,
+    prefix: &[u8],
+) -> EngineResult<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut ro = rocksdb::ReadOptions::default();
     ro.set_iterate_upper_bound(keys::prefix_end(prefix));
     let mut it = db.raw_iterator_cf_opt(cf(db, cf_name)?, ro);
@@ -122,7 +161,8 @@ pub(crate) fn prefix_scan(db: &DB, cf_name: &str, prefix: &[u8]) -> EngineResult
         out.push((k.to_vec(), v.to_vec()));
         it.next();
     }
-    it.status().map_err(EngineError::rocks(format!("scanning {cf_name}")))?;
+    it.status()
+        .map_err(EngineError::rocks(format!("scanning {cf_name}")))?;
     Ok(out)
 }
 
@@ -181,8 +221,14 @@ mod tests {
     /// Golden bytes: rollup rows and series entries are persisted.
     #[test]
     fn persisted_encodings_are_stable() {
-        assert_eq!(encode_tag_values(&["a".into(), "".into()]), vec![2, 1, b'a', 0]);
-        assert_eq!(decode_tag_values(&[2, 1, b'a', 0]), Some(vec!["a".to_string(), String::new()]));
+        assert_eq!(
+            encode_tag_values(&["a".into(), "".into()]),
+            vec![2, 1, b'a', 0]
+        );
+        assert_eq!(
+            decode_tag_values(&[2, 1, b'a', 0]),
+            Some(vec!["a".to_string(), String::new()])
+        );
         let mut s = Stats::single(1, Num::I(2));
         s.push(3, Num::I(4));
         let row = encode_rollup(&[(7, s)]);

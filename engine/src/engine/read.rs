@@ -95,10 +95,19 @@ impl BucketReader {
                 })
                 .collect(),
         };
-        BucketReader { snap, view, columns }
+        BucketReader {
+            snap,
+            view,
+            columns,
+        }
     }
 
-    fn iter(&self, cf_name: &str, lo: &[u8], hi: &[u8]) -> Result<DBRawIteratorWithThreadMode<'_, DB>, QueryError> {
+    fn iter(
+        &self,
+        cf_name: &str,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>, QueryError> {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&self.snap.snap);
         ro.set_iterate_lower_bound(lo.to_vec());
@@ -108,14 +117,24 @@ impl BucketReader {
     }
 
     /// Series whose tags match every filter (ordered by id).
-    fn select_series(&self, filters: &[(String, Vec<String>)]) -> Result<Vec<SeriesRef>, QueryError> {
+    fn select_series(
+        &self,
+        filters: &[(String, Vec<String>)],
+    ) -> Result<Vec<SeriesRef>, QueryError> {
         let tags = &self.view.doc.config.tags;
         let mut idx = Vec::with_capacity(filters.len());
         for (t, vals) in filters {
-            let pos = tags.iter().position(|x| x == t).ok_or_else(|| QueryError::BadParam {
-                param: "tags",
-                message: format!("bucket `{}` has no tag `{t}` (its tags: {})", self.view.bucket, tags.join(", ")),
-            })?;
+            let pos = tags
+                .iter()
+                .position(|x| x == t)
+                .ok_or_else(|| QueryError::BadParam {
+                    param: "tags",
+                    message: format!(
+                        "bucket `{}` has no tag `{t}` (its tags: {})",
+                        self.view.bucket,
+                        tags.join(", ")
+                    ),
+                })?;
             idx.push((pos, vals));
         }
         Ok(self
@@ -123,7 +142,10 @@ impl BucketReader {
             .series
             .iter()
             .enumerate()
-            .filter(|(_, vals)| idx.iter().all(|(p, want)| want.iter().any(|w| *w == vals[*p])))
+            .filter(|(_, vals)| {
+                idx.iter()
+                    .all(|(p, want)| want.iter().any(|w| *w == vals[*p]))
+            })
             .map(|(i, vals)| SeriesRef {
                 id: i as u32,
                 tags: tags.iter().cloned().zip(vals.iter().cloned()).collect(),
@@ -135,15 +157,26 @@ impl BucketReader {
     fn select_fields(&self, names: Option<&[String]>) -> Vec<u16> {
         match names {
             None => (0..self.view.fields.len() as u16).collect(),
-            Some(ns) => ns.iter().filter_map(|n| self.view.field_ids.get(n).copied()).collect(),
+            Some(ns) => ns
+                .iter()
+                .filter_map(|n| self.view.field_ids.get(n).copied())
+                .collect(),
         }
     }
 
     /// Decodes the selected fields of one record into `out` (indexed like `fids`).
-    fn decode_into(&self, bytes: &[u8], fids: &[u16], out: &mut [Option<Value>]) -> Result<(), QueryError> {
+    fn decode_into(
+        &self,
+        bytes: &[u8],
+        fids: &[u16],
+        out: &mut [Option<Value>],
+    ) -> Result<(), QueryError> {
         out.iter_mut().for_each(|o| *o = None);
         let mut d = FieldDecoder::new(bytes).ok_or_else(corrupt_record)?;
-        while let Some((fid, v)) = d.next_with(|f| fids.contains(&f)).map_err(|_| corrupt_record())? {
+        while let Some((fid, v)) = d
+            .next_with(|f| fids.contains(&f))
+            .map_err(|_| corrupt_record())?
+        {
             if let (Some(v), Some(pos)) = (v, fids.iter().position(|f| *f == fid)) {
                 let ty = self.view.fields.get(fid as usize).map(|f| f.ty);
                 out[pos] = Some(match (ty, v) {
@@ -166,8 +199,20 @@ impl BucketReader {
             let (mut lo, mut hi) = (q.min_ts, q.max_ts);
             if let Some((cts, csid)) = cursor {
                 match q.sort {
-                    Sort::Asc => lo = lo.max(if s.id > csid { cts } else { cts.saturating_add(1) }),
-                    Sort::Desc => hi = hi.min(if s.id < csid { cts } else { cts.saturating_sub(1) }),
+                    Sort::Asc => {
+                        lo = lo.max(if s.id > csid {
+                            cts
+                        } else {
+                            cts.saturating_add(1)
+                        })
+                    }
+                    Sort::Desc => {
+                        hi = hi.min(if s.id < csid {
+                            cts
+                        } else {
+                            cts.saturating_sub(1)
+                        })
+                    }
                 }
             }
             if lo > hi {
@@ -229,11 +274,18 @@ impl BucketReader {
     fn named(&self, fids: &[u16], values: &mut [Option<Value>]) -> Vec<(String, Value)> {
         fids.iter()
             .zip(values.iter_mut())
-            .filter_map(|(f, v)| v.take().map(|v| (self.view.fields[*f as usize].name.clone(), v)))
+            .filter_map(|(f, v)| {
+                v.take()
+                    .map(|v| (self.view.fields[*f as usize].name.clone(), v))
+            })
             .collect()
     }
 
-    fn latest(&self, filters: &[(String, Vec<String>)], fields: Option<&[String]>) -> Result<RawRows, QueryError> {
+    fn latest(
+        &self,
+        filters: &[(String, Vec<String>)],
+        fields: Option<&[String]>,
+    ) -> Result<RawRows, QueryError> {
         let series = self.select_series(filters)?;
         let fids = self.select_fields(fields);
         let mut values = vec![None; fids.len()];
@@ -243,9 +295,17 @@ impl BucketReader {
         it.seek_to_first();
         let wanted: std::collections::HashSet<u32> = series.iter().map(|s| s.id).collect();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let sid = k.get(4..8).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).ok_or_else(corrupt_record)?;
+            let sid = k
+                .get(4..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(corrupt_record)?;
             if wanted.contains(&sid) {
-                let ts = keys::ts_from(v.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt_record)?);
+                let ts = keys::ts_from(
+                    v.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(corrupt_record)?,
+                );
                 self.decode_into(&v[8..], &fids, &mut values)?;
                 rows.push(RawRow {
                     ts,
@@ -255,7 +315,8 @@ impl BucketReader {
             }
             it.next();
         }
-        it.status().map_err(EngineError::rocks("reading newest rows"))?;
+        it.status()
+            .map_err(EngineError::rocks("reading newest rows"))?;
         Ok(RawRows {
             tags: self.view.doc.config.tags.clone(),
             rows,
@@ -282,7 +343,10 @@ fn parse_cursor(s: &str) -> Result<(i64, u32), QueryError> {
         message: format!("`{s}` is not a cursor returned by a previous read"),
     };
     let (ts, sid) = s.split_once('.').ok_or_else(bad)?;
-    Ok((ts.parse().map_err(|_| bad())?, sid.parse().map_err(|_| bad())?))
+    Ok((
+        ts.parse().map_err(|_| bad())?,
+        sid.parse().map_err(|_| bad())?,
+    ))
 }
 
 /// Heap entry: pops rows in (ts, series) order, ascending or descending.
@@ -296,7 +360,12 @@ struct HeapKey {
 
 impl HeapKey {
     fn new(sort: Sort, ts: i64, sid: u32, index: usize) -> HeapKey {
-        HeapKey { sort, ts, sid, index }
+        HeapKey {
+            sort,
+            ts,
+            sid,
+            index,
+        }
     }
 }
 
@@ -366,7 +435,13 @@ impl AggSource for AggInput<'_> {
         &self.fields
     }
 
-    fn raw(&self, series: u32, from: i64, to: i64, f: &mut dyn FnMut(i64, &[Option<Num>])) -> Result<(), QueryError> {
+    fn raw(
+        &self,
+        series: u32,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(i64, &[Option<Num>]),
+    ) -> Result<(), QueryError> {
         if from >= to {
             return Ok(());
         }
@@ -382,7 +457,10 @@ impl AggSource for AggInput<'_> {
             let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
             nums.iter_mut().for_each(|n| *n = None);
             let mut d = FieldDecoder::new(v).ok_or_else(corrupt_record)?;
-            while let Some((fid, v)) = d.next_with(|x| self.fids.contains(&x)).map_err(|_| corrupt_record())? {
+            while let Some((fid, v)) = d
+                .next_with(|x| self.fids.contains(&x))
+                .map_err(|_| corrupt_record())?
+            {
                 if let (Some(v), Some(pos)) = (v, self.fids.iter().position(|x| *x == fid)) {
                     nums[pos] = v.as_num().map(|n| n.to_type(self.fields[pos].ty));
                 }
@@ -461,7 +539,11 @@ impl BucketData for BucketReader {
         &self.columns
     }
 
-    fn scan(&self, req: &ScanRequest, f: &mut dyn FnMut(&ScanRow<'_>) -> bool) -> Result<(), QueryError> {
+    fn scan(
+        &self,
+        req: &ScanRequest,
+        f: &mut dyn FnMut(&ScanRow<'_>) -> bool,
+    ) -> Result<(), QueryError> {
         if req.min_ts > req.max_ts {
             return Ok(());
         }
@@ -479,12 +561,17 @@ impl BucketData for BucketReader {
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
                 let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
                 self.decode_into(v, &fids, &mut values)?;
-                if !f(&ScanRow { ts, tags, values: &values }) {
+                if !f(&ScanRow {
+                    ts,
+                    tags,
+                    values: &values,
+                }) {
                     return Ok(());
                 }
                 it.next();
             }
-            it.status().map_err(EngineError::rocks("scanning records"))?;
+            it.status()
+                .map_err(EngineError::rocks("scanning records"))?;
         }
         Ok(())
     }
@@ -492,7 +579,12 @@ impl BucketData for BucketReader {
 
 impl Engine {
     /// A bucket read with Thinger's parameters: raw rows, or windows when `agg` is set.
-    pub fn read_bucket(&self, user: &str, bucket: &str, q: &ReadQuery) -> Result<ReadResult, QueryError> {
+    pub fn read_bucket(
+        &self,
+        user: &str,
+        bucket: &str,
+        q: &ReadQuery,
+    ) -> Result<ReadResult, QueryError> {
         let reader = BucketReader::new(self.inner(), user, bucket)?;
         match &q.agg {
             None => Ok(ReadResult::Raw(reader.raw_read(q)?)),
@@ -506,7 +598,12 @@ impl Engine {
     /// An aggregated read computed from raw rows only, never from rollups. Slower; it
     /// exists so tests can prove the rollup path gives the same answers.
     #[doc(hidden)]
-    pub fn read_bucket_without_rollups(&self, user: &str, bucket: &str, q: &ReadQuery) -> Result<AggRows, QueryError> {
+    pub fn read_bucket_without_rollups(
+        &self,
+        user: &str,
+        bucket: &str,
+        q: &ReadQuery,
+    ) -> Result<AggRows, QueryError> {
         let reader = BucketReader::new(self.inner(), user, bucket)?;
         let spec = q.agg.as_ref().ok_or_else(|| QueryError::BadParam {
             param: "agg",
@@ -552,33 +649,60 @@ impl Engine {
     }
 
     /// A catalog document's JSON text.
-    pub fn get_doc(&self, kind: DocKind, user: &str, parent: &str, id: &str) -> EngineResult<Option<String>> {
+    pub fn get_doc(
+        &self,
+        kind: DocKind,
+        user: &str,
+        parent: &str,
+        id: &str,
+    ) -> EngineResult<Option<String>> {
         if kind == DocKind::Bucket {
             return Ok(self.get_bucket(user, id).map(|v| v.to_string()));
         }
         let inner = self.inner();
         let v = inner
             .db
-            .get_cf(cf(&inner.db, keys::CF_META)?, keys::doc_key(kind.tag(), user, parent, id))
+            .get_cf(
+                cf(&inner.db, keys::CF_META)?,
+                keys::doc_key(kind.tag(), user, parent, id),
+            )
             .map_err(EngineError::rocks("reading a document"))?;
-        v.map(|b| String::from_utf8(b).map_err(|_| EngineError::Corrupt("document is not UTF-8".into())))
-            .transpose()
+        v.map(|b| {
+            String::from_utf8(b).map_err(|_| EngineError::Corrupt("document is not UTF-8".into()))
+        })
+        .transpose()
     }
 
     /// Every document of one kind of `user` (under `parent` for properties), by id.
-    pub fn list_docs(&self, kind: DocKind, user: &str, parent: Option<&str>) -> EngineResult<Vec<(String, String)>> {
+    pub fn list_docs(
+        &self,
+        kind: DocKind,
+        user: &str,
+        parent: Option<&str>,
+    ) -> EngineResult<Vec<(String, String)>> {
         if kind == DocKind::Bucket {
             return Ok(self
                 .list_buckets(user)
                 .into_iter()
-                .map(|v| (v["bucket"].as_str().unwrap_or_default().to_string(), v.to_string()))
+                .map(|v| {
+                    (
+                        v["bucket"].as_str().unwrap_or_default().to_string(),
+                        v.to_string(),
+                    )
+                })
                 .collect());
         }
         let inner = self.inner();
         let mut out = Vec::new();
-        for (k, v) in prefix_scan(&inner.db, keys::CF_META, &keys::doc_prefix(kind.tag(), user, parent))? {
-            let (_, _, id) = keys::split_doc_key(&k).ok_or_else(|| EngineError::Corrupt("document key".into()))?;
-            let doc = String::from_utf8(v).map_err(|_| EngineError::Corrupt("document is not UTF-8".into()))?;
+        for (k, v) in prefix_scan(
+            &inner.db,
+            keys::CF_META,
+            &keys::doc_prefix(kind.tag(), user, parent),
+        )? {
+            let (_, _, id) = keys::split_doc_key(&k)
+                .ok_or_else(|| EngineError::Corrupt("document key".into()))?;
+            let doc = String::from_utf8(v)
+                .map_err(|_| EngineError::Corrupt("document is not UTF-8".into()))?;
             out.push((id.to_string(), doc));
         }
         Ok(out)
@@ -598,6 +722,8 @@ impl Engine {
         let st = inner.state.read();
         let mut v: Vec<_> = st.views.values().filter(|v| v.user == user).collect();
         v.sort_by(|a, b| a.bucket.cmp(&b.bucket));
-        v.into_iter().map(|v| v.doc.to_public_json(&v.bucket)).collect()
+        v.into_iter()
+            .map(|v| v.doc.to_public_json(&v.bucket))
+            .collect()
     }
 }

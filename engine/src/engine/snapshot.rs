@@ -26,7 +26,10 @@ impl Engine {
             flush_db(&inner.db)?;
             rocksdb::checkpoint::Checkpoint::new(&inner.db)
                 .and_then(|c| c.create_checkpoint(dir))
-                .map_err(EngineError::rocks(format!("creating a checkpoint in {}", dir.display())))?;
+                .map_err(EngineError::rocks(format!(
+                    "creating a checkpoint in {}",
+                    dir.display()
+                )))?;
         }
         read_marker_at(dir)
     }
@@ -39,7 +42,8 @@ impl Engine {
         let gen = format!("gen-{n:06}");
         let incoming = self.root.join(format!("incoming-{n:06}"));
         if incoming.exists() {
-            std::fs::remove_dir_all(&incoming).map_err(EngineError::io("clearing an old incoming snapshot"))?;
+            std::fs::remove_dir_all(&incoming)
+                .map_err(EngineError::io("clearing an old incoming snapshot"))?;
         }
         copy_dir_synced(from, &incoming)?;
         // Verify: it opens, has our format version, and carries a marker.
@@ -50,13 +54,16 @@ impl Engine {
                 .get_cf(cf(&probe.db, keys::CF_META)?, keys::KEY_APPLIED)
                 .map_err(EngineError::rocks("reading the snapshot's marker"))?;
             if marker.is_none() {
-                return Err(EngineError::Snapshot("the snapshot has no applied marker".into()));
+                return Err(EngineError::Snapshot(
+                    "the snapshot has no applied marker".into(),
+                ));
             }
             flush_db(&probe.db)?;
         }
         sync_tree(&incoming)?;
         let target = self.root.join(&gen);
-        std::fs::rename(&incoming, &target).map_err(EngineError::io("moving the snapshot into place"))?;
+        std::fs::rename(&incoming, &target)
+            .map_err(EngineError::io("moving the snapshot into place"))?;
         sync_dir(&self.root)?;
         let fresh = open_generation(&target, &self.opts)?;
         write_current(&self.root, &gen)?;
@@ -98,8 +105,9 @@ pub(crate) fn checksum_db(db: &DB) -> EngineResult<u128> {
 /// Reads the applied marker of a checkpoint directory (opened read-only).
 pub fn read_marker_at(dir: &Path) -> EngineResult<Option<Vec<u8>>> {
     let opts = rocksdb::Options::default();
-    let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false)
-        .map_err(EngineError::rocks(format!("opening the checkpoint {}", dir.display())))?;
+    let db = DB::open_cf_for_read_only(&opts, dir, ALL_CFS, false).map_err(EngineError::rocks(
+        format!("opening the checkpoint {}", dir.display()),
+    ))?;
     db.get_cf(cf(&db, keys::CF_META)?, keys::KEY_APPLIED)
         .map_err(EngineError::rocks("reading the checkpoint's marker"))
 }
@@ -117,10 +125,13 @@ fn retire(old: Arc<Inner>, dir: std::path::PathBuf) {
 
 fn copy_dir_synced(from: &Path, to: &Path) -> EngineResult<()> {
     std::fs::create_dir_all(to).map_err(EngineError::io(format!("creating {}", to.display())))?;
-    let rd = std::fs::read_dir(from).map_err(EngineError::io(format!("reading {}", from.display())))?;
+    let rd =
+        std::fs::read_dir(from).map_err(EngineError::io(format!("reading {}", from.display())))?;
     for e in rd {
         let e = e.map_err(EngineError::io("listing a snapshot"))?;
-        let ty = e.file_type().map_err(EngineError::io("reading a file type"))?;
+        let ty = e
+            .file_type()
+            .map_err(EngineError::io("reading a file type"))?;
         if !ty.is_file() {
             return Err(EngineError::Snapshot(format!(
                 "unexpected entry {} in the snapshot",
@@ -134,7 +145,8 @@ fn copy_dir_synced(from: &Path, to: &Path) -> EngineResult<()> {
 }
 
 fn sync_tree(dir: &Path) -> EngineResult<()> {
-    let rd = std::fs::read_dir(dir).map_err(EngineError::io(format!("reading {}", dir.display())))?;
+    let rd =
+        std::fs::read_dir(dir).map_err(EngineError::io(format!("reading {}", dir.display())))?;
     for e in rd {
         let e = e.map_err(EngineError::io("listing a snapshot"))?;
         std::fs::File::open(e.path())
@@ -143,4 +155,3 @@ fn sync_tree(dir: &Path) -> EngineResult<()> {
     }
     sync_dir(dir)
 }
-
