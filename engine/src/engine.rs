@@ -20,6 +20,7 @@ mod read;
 mod snapshot;
 
 pub use read::{RawRow, RawRows, ReadResult};
+pub use snapshot::read_marker_at;
 
 use crate::catalog::BucketDoc;
 use crate::error::{EngineError, EngineResult};

@@ -1,0 +1,262 @@
+//! The Raft log in its own RocksDB (`raft/`), so synced log appends never share a write
+//! queue with the state machine and a snapshot of the state never carries a log or vote.
+//!
+//! Column families: `logs` (index u64 BE → versioned bincode entry) and `meta` (vote:
+//! synced; committed: not synced, it can be recomputed; last purged log id: synced).
+//! One `append` call is one synced write batch: one fsync for however many entries the
+//! leader batched.
+
+use crate::types::{NodeId, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogId, StorageError, StorageIOError, Vote,
+};
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+const CF_LOGS: &str = "logs";
+const CF_META: &str = "meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+const KEY_FORMAT: &[u8] = b"format";
+/// Format of log entries and meta values; checked at open.
+pub const LOG_FORMAT_VERSION: u8 = 1;
+
+type SE = StorageError<NodeId>;
+
+/// The Raft log store; clones share the database (the log reader is a clone).
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![LOG_FORMAT_VERSION];
+    out.extend(bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default());
+    out
+}
+
+fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, AnyError> {
+    match b.split_first() {
+        Some((&LOG_FORMAT_VERSION, rest)) => {
+            bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                .map(|(v, _)| v)
+                .map_err(|e| AnyError::error(format!("undecodable log record: {e}")))
+        }
+        Some((v, _)) => Err(AnyError::error(format!(
+            "log record format {v}, this build reads {LOG_FORMAT_VERSION}"
+        ))),
+        None => Err(AnyError::error("empty log record")),
+    }
+}
+
+impl LogStore {
+    /// Opens or creates the log store in `dir`.
+    pub fn open(dir: &Path) -> Result<LogStore, SE> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(1);
+        let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)
+            .map_err(|e| StorageIOError::read(AnyError::new(&e)))?;
+        let store = LogStore { db: Arc::new(db) };
+        match store.get_meta(KEY_FORMAT)? {
+            Some(v) if v != [LOG_FORMAT_VERSION] => {
+                return Err(StorageIOError::read(AnyError::error(format!(
+                    "raft log format {v:?}, this build reads {LOG_FORMAT_VERSION}"
+                )))
+                .into())
+            }
+            Some(_) => {}
+            None => store.put_meta(KEY_FORMAT, &[LOG_FORMAT_VERSION], true)?,
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, SE> {
+        self.db.cf_handle(name).ok_or_else(|| {
+            StorageIOError::read(AnyError::error(format!("column family {name} missing"))).into()
+        })
+    }
+
+    fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, SE> {
+        self.db
+            .get_cf(self.cf(CF_META)?, key)
+            .map_err(|e| StorageIOError::read(AnyError::new(&e)).into())
+    }
+
+    fn put_meta(&self, key: &[u8], value: &[u8], sync: bool) -> Result<(), SE> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db
+            .put_cf_opt(self.cf(CF_META)?, key, value, &wo)
+            .map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>, SE> {
+        self.get_meta(KEY_PURGED)?
+            .map(|b| dec(&b).map_err(|e| StorageIOError::read_logs(e).into()))
+            .transpose()
+    }
+
+    /// Runs blocking RocksDB work (fsyncs) off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(LogStore) -> Result<T, SE> + Send + 'static,
+    ) -> Result<T, SE> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(me))
+            .await
+            .map_err(|e| StorageIOError::write(AnyError::error(format!("log task failed: {e}"))))?
+    }
+}
+
+fn index_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SE> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut ro = rocksdb::ReadOptions::default();
+        match range.end_bound() {
+            Bound::Included(&i) => {
+                ro.set_iterate_upper_bound(index_key(i.saturating_add(1)).to_vec())
+            }
+            Bound::Excluded(&i) => ro.set_iterate_upper_bound(index_key(i).to_vec()),
+            Bound::Unbounded => {}
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_LOGS)?, ro);
+        it.seek(index_key(start));
+        let mut out = Vec::new();
+        while let Some(v) = it.value() {
+            out.push(dec::<Entry<TypeConfig>>(v).map_err(StorageIOError::read_logs)?);
+            it.next();
+        }
+        it.status()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SE> {
+        let last_purged_log_id = self.last_purged()?;
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
+        it.seek_to_last();
+        let last = match it.value() {
+            Some(v) => Some(
+                *dec::<Entry<TypeConfig>>(v)
+                    .map_err(StorageIOError::read_logs)?
+                    .get_log_id(),
+            ),
+            None => last_purged_log_id,
+        };
+        it.status()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SE> {
+        let v = enc(vote);
+        self.blocking(move |s| s.put_meta(KEY_VOTE, &v, true)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SE> {
+        self.get_meta(KEY_VOTE)?
+            .map(|b| dec(&b).map_err(|e| StorageIOError::read_vote(e).into()))
+            .transpose()
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SE> {
+        // Not synced: after a crash the committed index is recomputed from a quorum.
+        self.put_meta(KEY_COMMITTED, &enc(&committed), false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SE> {
+        Ok(self
+            .get_meta(KEY_COMMITTED)?
+            .map(|b| dec::<Option<LogId<NodeId>>>(&b).map_err(StorageIOError::read))
+            .transpose()?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SE>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let batch: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.get_log_id().index, enc(&e)))
+            .collect();
+        let res = self
+            .blocking(move |s| {
+                let mut wb = WriteBatch::default();
+                let cf = s.cf(CF_LOGS)?;
+                for (i, v) in &batch {
+                    wb.put_cf(cf, index_key(*i), v);
+                }
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                s.db.write_opt(wb, &wo)
+                    .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+            })
+            .await;
+        match &res {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        res
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SE> {
+        self.blocking(move |s| {
+            let mut wb = WriteBatch::default();
+            wb.delete_range_cf(s.cf(CF_LOGS)?, index_key(log_id.index), index_key(u64::MAX));
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            s.db.write_opt(wb, &wo)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SE> {
+        self.blocking(move |s| {
+            let mut wb = WriteBatch::default();
+            wb.put_cf(s.cf(CF_META)?, KEY_PURGED, enc(&log_id));
+            wb.delete_range_cf(
+                s.cf(CF_LOGS)?,
+                index_key(0),
+                index_key(log_id.index.saturating_add(1)),
+            );
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            s.db.write_opt(wb, &wo)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+        })
+        .await
+    }
+}

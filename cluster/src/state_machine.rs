@@ -1,0 +1,325 @@
+//! The engine as openraft's state machine.
+//!
+//! Entries are applied in one engine call per `apply` (on a blocking thread): the
+//! commands of every normal entry, in order, plus the applied marker holding the last
+//! log id and membership, all in one atomic write batch. Blank and membership entries
+//! only move the marker. `applied_state` reads the marker back, so a restart resumes
+//! exactly where the state's flushed files stand.
+//!
+//! Snapshots are the engine's checkpoint packed into one archive file
+//! (`snapshot_archive`), streamed from disk. The newest one lives in
+//! `<dir>/current.thk` with its metadata in `<dir>/current.meta`.
+
+use crate::snapshot_archive;
+use crate::types::{NodeId, Response, TypeConfig};
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use thicket_engine::{Command, Engine};
+
+type SE = StorageError<NodeId>;
+type Meta = SnapshotMeta<NodeId, BasicNode>;
+
+/// Format of the marker this crate stores in the engine; checked when read.
+const MARKER_VERSION: u8 = 1;
+
+/// What the engine's opaque applied marker holds for the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppliedMarker {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub membership: StoredMembership<NodeId, BasicNode>,
+}
+
+impl AppliedMarker {
+    /// Versioned bincode bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![MARKER_VERSION];
+        out.extend(
+            bincode::serde::encode_to_vec(self, bincode::config::standard()).unwrap_or_default(),
+        );
+        out
+    }
+
+    /// Inverse of [`AppliedMarker::encode`].
+    pub fn decode(b: &[u8]) -> Result<AppliedMarker, AnyError> {
+        match b.split_first() {
+            Some((&MARKER_VERSION, rest)) => {
+                bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                    .map(|(m, _)| m)
+                    .map_err(|e| AnyError::error(format!("undecodable applied marker: {e}")))
+            }
+            _ => Err(AnyError::error("applied marker has an unknown format")),
+        }
+    }
+}
+
+/// The state machine over one engine.
+#[derive(Clone)]
+pub struct StateMachine {
+    engine: Arc<Engine>,
+    dir: PathBuf,
+    seq: Arc<AtomicU64>,
+}
+
+fn io(e: impl std::fmt::Display) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+impl StateMachine {
+    /// A state machine over `engine`, keeping snapshots in `snapshot_dir`.
+    pub fn new(engine: Arc<Engine>, snapshot_dir: &Path) -> Result<StateMachine, SE> {
+        std::fs::create_dir_all(snapshot_dir)
+            .map_err(|e| StorageIOError::write_snapshot(None, io(e)))?;
+        // Leftovers of interrupted builds or transfers.
+        if let Ok(rd) = std::fs::read_dir(snapshot_dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.starts_with("tmp-") || n.starts_with("incoming-") {
+                    let _ = std::fs::remove_dir_all(e.path())
+                        .or_else(|_| std::fs::remove_file(e.path()));
+                }
+            }
+        }
+        Ok(StateMachine {
+            engine,
+            dir: snapshot_dir.to_path_buf(),
+            seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The engine, for reads.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    fn marker(&self) -> Result<AppliedMarker, SE> {
+        match self
+            .engine
+            .applied_marker()
+            .map_err(|e| StorageIOError::read_state_machine(io(e)))?
+        {
+            Some(b) => {
+                AppliedMarker::decode(&b).map_err(|e| StorageIOError::read_state_machine(e).into())
+            }
+            None => Ok(AppliedMarker::default()),
+        }
+    }
+
+    fn tmp(&self, kind: &str) -> PathBuf {
+        self.dir.join(format!(
+            "{kind}-{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    async fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, SE> {
+        let meta_path = self.dir.join("current.meta");
+        let meta: Meta = match std::fs::read(&meta_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| StorageIOError::read_snapshot(None, io(e)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageIOError::read_snapshot(None, io(e)).into()),
+        };
+        let f = tokio::fs::File::open(self.dir.join("current.thk"))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), io(e)))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        }))
+    }
+
+    /// Makes `archive` the current snapshot with `meta` (rename: atomic).
+    fn set_current(&self, archive: &Path, meta: &Meta) -> Result<(), SE> {
+        let err = |e: std::io::Error| StorageIOError::write_snapshot(Some(meta.signature()), io(e));
+        let tmp_meta = self.tmp("tmp");
+        std::fs::write(
+            &tmp_meta,
+            serde_json::to_vec(meta).map_err(|e| StorageIOError::write_snapshot(None, io(e)))?,
+        )
+        .map_err(err)?;
+        std::fs::rename(archive, self.dir.join("current.thk")).map_err(err)?;
+        std::fs::rename(&tmp_meta, self.dir.join("current.meta")).map_err(err)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err(e).into())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SE> {
+        let me = self.clone();
+        let meta = tokio::task::spawn_blocking(move || -> Result<Meta, SE> {
+            let cp = me.tmp("tmp");
+            let err = |e: AnyError| StorageIOError::write_snapshot(None, e);
+            let marker = me.engine.checkpoint(&cp).map_err(|e| err(io(e)))?;
+            let marker = match marker {
+                Some(b) => AppliedMarker::decode(&b).map_err(err)?,
+                None => AppliedMarker::default(),
+            };
+            let archive = me.tmp("tmp");
+            snapshot_archive::pack(&cp, &archive).map_err(|e| err(io(e)))?;
+            let _ = std::fs::remove_dir_all(&cp);
+            let snapshot_id = match &marker.last_applied {
+                Some(l) => format!(
+                    "{}-{}-{}",
+                    l.leader_id.term,
+                    l.index,
+                    me.seq.fetch_add(1, Ordering::Relaxed)
+                ),
+                None => format!("0-0-{}", me.seq.fetch_add(1, Ordering::Relaxed)),
+            };
+            let meta = Meta {
+                last_log_id: marker.last_applied,
+                last_membership: marker.membership,
+                snapshot_id,
+            };
+            me.set_current(&archive, &meta)?;
+            Ok(meta)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, io(e)))??;
+        let f = tokio::fs::File::open(self.dir.join("current.thk"))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), io(e)))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SE> {
+        let m = self.marker()?;
+        Ok((m.last_applied, m.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, SE>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut marker = self.marker()?;
+        let mut commands: Vec<Command> = Vec::new();
+        let mut counts = Vec::new();
+        for e in entries {
+            marker.last_applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => counts.push(0),
+                EntryPayload::Normal(req) => {
+                    counts.push(req.commands.len());
+                    commands.extend(req.commands);
+                }
+                EntryPayload::Membership(m) => {
+                    marker.membership = StoredMembership::new(Some(e.log_id), m);
+                    counts.push(0);
+                }
+            }
+        }
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let engine = self.engine.clone();
+        let last = marker.last_applied;
+        let bytes = marker.encode();
+        let results = tokio::task::spawn_blocking(move || engine.apply(&commands, &bytes))
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(io(e)))?
+            .map_err(|e| match last {
+                Some(l) => StorageIOError::apply(l, io(e)),
+                None => StorageIOError::write_state_machine(io(e)),
+            })?;
+        let mut it = results.into_iter();
+        Ok(counts
+            .into_iter()
+            .map(|n| Response {
+                results: it.by_ref().take(n).collect(),
+            })
+            .collect())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, SE> {
+        let path = self.tmp("incoming");
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, io(e)))?;
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &Meta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), SE> {
+        let sig = meta.signature();
+        let err = move |e: AnyError| -> SE {
+            StorageIOError::write_snapshot(Some(sig.clone()), e).into()
+        };
+        // Copy the received stream to a file of our own (the handle may be anyone's).
+        let archive = self.tmp("incoming");
+        {
+            use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+            let mut src = *snapshot;
+            src.seek(std::io::SeekFrom::Start(0))
+                .await
+                .map_err(|e| err(io(e)))?;
+            let mut dst = tokio::fs::File::create(&archive)
+                .await
+                .map_err(|e| err(io(e)))?;
+            tokio::io::copy(&mut src, &mut dst)
+                .await
+                .map_err(|e| err(io(e)))?;
+            dst.flush().await.map_err(|e| err(io(e)))?;
+            dst.sync_all().await.map_err(|e| err(io(e)))?;
+        }
+        let me = self.clone();
+        let meta2 = meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), SE> {
+            let sig = meta2.signature();
+            let err =
+                |e: AnyError| -> SE { StorageIOError::write_snapshot(Some(sig.clone()), e).into() };
+            let dir = me.tmp("incoming");
+            snapshot_archive::unpack(&archive, &dir).map_err(|e| err(io(e)))?;
+            let marker = thicket_engine::engine_marker_at(&dir).map_err(|e| err(io(e)))?;
+            let marker = match marker {
+                Some(b) => AppliedMarker::decode(&b).map_err(err)?,
+                None => AppliedMarker::default(),
+            };
+            if marker.last_applied != meta2.last_log_id {
+                return Err(err(AnyError::error(format!(
+                    "snapshot holds state up to {:?} but claims {:?}",
+                    marker.last_applied, meta2.last_log_id
+                ))));
+            }
+            me.engine.install_snapshot(&dir).map_err(|e| err(io(e)))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            me.set_current(&archive, &meta2)
+        })
+        .await
+        .map_err(|e| err(io(e)))?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SE> {
+        self.open_current().await
+    }
+}
