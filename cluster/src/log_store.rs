@@ -6,6 +6,9 @@
 //! One `append` call is one synced write batch: one fsync for however many entries the
 //! leader batched.
 
+// openraft's traits return its `StorageError`, which is large by design.
+#![allow(clippy::result_large_err)]
+
 use crate::types::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{

@@ -10,6 +10,9 @@
 //! (`snapshot_archive`), streamed from disk. The newest one lives in
 //! `<dir>/current.thk` with its metadata in `<dir>/current.meta`.
 
+// openraft's traits return its `StorageError`, which is large by design.
+#![allow(clippy::result_large_err)]
+
 use crate::snapshot_archive;
 use crate::types::{NodeId, Response, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
