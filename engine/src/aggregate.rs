@@ -3,20 +3,28 @@
 //!
 //! Data flows in through an [`AggSource`]: the engine hands over the series selected by
 //! the tag filters, raw points of a series in a time range, and rollup rows (mergeable
-//! [`Stats`] per fixed UTC window). Mergeable aggregates over window ranges aligned to a
-//! rollup level read rollups; ragged edges and median/mode read raw points.
+//! [`Stats`] per fixed UTC window). Mergeable aggregates read rollups for the parts of
+//! each window that lie on a rollup grid and raw points for the ragged edges; median
+//! and mode read raw points. [`aggregate_raw_only`] reads raw points for everything, the
+//! reference the rollup path must match.
 //!
-//! Submodules:
-//! - `windows`: window starts/ends for fixed and calendar windows in a zone (DST rules).
-//! - `cells`: per group, per field, per window aggregation from raw points and rollups.
-//! - `transforms`: transforms over the window series.
+//! Submodules, in the order data takes:
+//! - `windows`: window labels and ranges for fixed and calendar windows in a zone (DST).
+//! - `plan`: splits each window's range into rollup rows of each level and raw edges.
+//! - `cells`: reads one group's series into per window, per field statistics or values.
+//! - `reduce`: one cell's aggregate (result types, median, the mode tie rule).
+//! - `transforms`: transforms over one group's window series.
+//! - `run`: the read itself: range, groups, fill, rows.
 
 mod cells;
+mod plan;
+mod reduce;
+mod run;
 mod transforms;
 mod windows;
 
-pub use cells::{aggregate, aggregate_with, AGG_CELLS_MAX};
-pub use windows::Windows;
+pub use run::{aggregate, aggregate_raw_only, aggregate_with, AGG_CELLS_MAX};
+pub use windows::{Span, Windows};
 
 use crate::error::QueryError;
 use crate::stats::Stats;

@@ -23,7 +23,7 @@ pub mod stats;
 pub mod value;
 
 pub use command::{Command, DocKind, Output, PutMode};
-pub use engine::{Engine, EngineOptions, RawRow, RawRows, ReadResult};
 pub use engine::read_marker_at as engine_marker_at;
+pub use engine::{Engine, EngineOptions, RawRow, RawRows, ReadResult};
 pub use error::{CommandError, EngineError, QueryError};
 pub use query::ReadQuery;
