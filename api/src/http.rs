@@ -3,25 +3,37 @@
 //! Bodies are bounded ([`BODY_BYTES_MAX`]); every failure is a JSON error naming the
 //! problem. Authentication arrives with the API issue; until then `serve` binds to
 //! 127.0.0.1 by default.
+//!
+//! Every node answers every route: writes go through the cluster handle (forwarded to
+//! the leader when needed), reads first establish their `consistency` (`linearizable`
+//! by default, `leader` or `local`), then read this node's engine.
 
 use crate::http_error::ApiError;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value as Json_};
-use thicket_cluster::LocalNode;
+use std::time::Duration;
+use thicket_cluster::{ClusterNode, Consistency};
 use thicket_engine::aggregate::AggRows;
 use thicket_engine::{Command, DocKind, PutMode, RawRows, ReadQuery, ReadResult};
 
 /// Largest request body: a write of many records fits; a runaway client does not.
 pub const BODY_BYTES_MAX: usize = 16 << 20;
 
+/// How long `/v1/cluster` waits for each member's answer.
+const STATUS_MEMBER_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Builds the router over a node.
-pub fn router(node: LocalNode) -> Router {
+pub fn router(node: ClusterNode) -> Router {
     Router::new()
         .route("/v1/server/healthcheck", get(health))
+        .route("/v1/cluster", get(cluster_status))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/cluster/members/{id}/promote", post(promote_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
         .route(
             "/v1/users/{user}/buckets",
             post(create_bucket).get(list_buckets),
@@ -63,7 +75,7 @@ fn ensure_user(user: &str) -> Command {
 }
 
 async fn create_bucket(
-    State(node): State<LocalNode>,
+    State(node): State<ClusterNode>,
     Path(user): Path<String>,
     body: String,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -95,14 +107,16 @@ async fn create_bucket(
 }
 
 async fn list_buckets(
-    State(node): State<LocalNode>,
+    State(node): State<ClusterNode>,
     Path(user): Path<String>,
-) -> impl IntoResponse {
-    Json(Json_::Array(node.engine().list_buckets(&user)))
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<impl IntoResponse, ApiError> {
+    node.read_barrier(consistency(&pairs)?).await?;
+    Ok(Json(Json_::Array(node.engine().list_buckets(&user))))
 }
 
 async fn write_data(
-    State(node): State<LocalNode>,
+    State(node): State<ClusterNode>,
     Path((user, bucket)): Path<(String, String)>,
     body: String,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -120,11 +134,18 @@ async fn write_data(
 }
 
 async fn read_data(
-    State(node): State<LocalNode>,
+    State(node): State<ClusterNode>,
     Path((user, bucket)): Path<(String, String)>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let query = ReadQuery::from_params(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let level = consistency(&pairs)?;
+    let query = ReadQuery::from_params(
+        pairs
+            .iter()
+            .filter(|(k, _)| k != "consistency")
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    node.read_barrier(level).await?;
     let engine = node.engine().clone();
     // RocksDB reads block: keep them off the async workers.
     let result = tokio::task::spawn_blocking(move || engine.read_bucket(&user, &bucket, &query))
@@ -138,6 +159,51 @@ async fn read_data(
         ReadResult::Raw(r) => raw_json(&r),
         ReadResult::Agg(a) => agg_json(&a),
     }))
+}
+
+/// The `consistency` parameter (default linearizable).
+fn consistency(pairs: &[(String, String)]) -> Result<Consistency, ApiError> {
+    match pairs.iter().find(|(k, _)| k == "consistency") {
+        Some((_, v)) => v.parse().map_err(ApiError::bad_request),
+        None => Ok(Consistency::Linearizable),
+    }
+}
+
+async fn cluster_status(State(node): State<ClusterNode>) -> impl IntoResponse {
+    Json(node.status(STATUS_MEMBER_TIMEOUT).await)
+}
+
+async fn add_member(
+    State(node): State<ClusterNode>,
+    body: String,
+) -> Result<impl IntoResponse, ApiError> {
+    let doc = parse_json(&body)?;
+    let id = doc.get("id").and_then(|v| v.as_u64()).ok_or_else(|| {
+        ApiError::bad_request("the body needs a numeric node `id`, like {\"id\":4,\"addr\":\"10.0.0.4:7400\"}")
+    })?;
+    let addr = doc
+        .get("addr")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ApiError::bad_request("the body needs the node's cluster `addr` (host:port)"))?
+        .to_string();
+    let msg = node.add_learner(id, addr).await?;
+    Ok(Json(json!({"message": msg})))
+}
+
+async fn promote_member(
+    State(node): State<ClusterNode>,
+    Path(id): Path<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let msg = node.promote(id).await?;
+    Ok(Json(json!({"message": msg})))
+}
+
+async fn remove_member(
+    State(node): State<ClusterNode>,
+    Path(id): Path<u64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let msg = node.remove(id).await?;
+    Ok(Json(json!({"message": msg})))
 }
 
 /// Raw rows as flat objects `{ts, <tag>: value, <field>: value}`.

@@ -3,7 +3,8 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use thicket_cluster::WriteError;
+use thicket_cluster::wire::Refusal;
+use thicket_cluster::{ReadError, WriteError};
 use thicket_engine::{CommandError, QueryError};
 
 /// An HTTP error: status plus message (plus Retry-After for overload).
@@ -67,11 +68,59 @@ impl From<WriteError> for ApiError {
                 message: e.to_string(),
                 retry_after_s: Some(1),
             },
-            WriteError::Storage(_) | WriteError::Unavailable(_) => ApiError {
+            WriteError::Unavailable(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                retry_after_s: Some(1),
+            },
+            WriteError::Storage(_) | WriteError::Unknown(_) => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: e.to_string(),
                 retry_after_s: None,
             },
+            WriteError::TooLarge { .. } => ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: e.to_string(),
+                retry_after_s: None,
+            },
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Query(q) => q.into(),
+            ReadError::NotLeader { .. } | ReadError::Unavailable(_) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                retry_after_s: Some(1),
+            },
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let (status, message) = match r {
+            Refusal::NotLeader { leader } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                match leader {
+                    Some(l) => format!("leadership is moving to node {l}; retry"),
+                    None => "no leader is elected; retry".into(),
+                },
+            ),
+            Refusal::NoQuorum(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            Refusal::Overloaded { retry_after_ms } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("overloaded; retry in {retry_after_ms} ms"),
+            ),
+            Refusal::Failed(m) => (StatusCode::BAD_REQUEST, m),
+        };
+        ApiError {
+            status,
+            message,
+            retry_after_s: None,
         }
     }
 }

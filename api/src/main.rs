@@ -15,8 +15,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a node (with no flags: a single node with its data in ./data).
-    Serve(thicket_api::serve::ServeArgs),
+    /// Run a node (with no flags: a single-node cluster with its data in ./data).
+    Serve(thicket_api::settings::ServeArgs),
+    /// Create the cluster CA and node certificates for mutual TLS between nodes.
+    Certs(thicket_api::certs::CertsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,12 +28,16 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    // Three nodes may share two cores: keep the async worker pool small.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     match cli.cmd {
-        Cmd::Serve(args) => rt.block_on(thicket_api::serve::serve(args)),
+        Cmd::Serve(args) => {
+            let settings = thicket_api::settings::Settings::resolve(&args)?;
+            // Three nodes may share two cores: keep the async worker pool small.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(settings.workers.max(1))
+                .enable_all()
+                .build()?;
+            rt.block_on(thicket_api::serve::serve(settings))
+        }
+        Cmd::Certs(args) => thicket_api::certs::run(&args),
     }
 }

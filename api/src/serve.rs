@@ -1,45 +1,38 @@
-//! `thicket serve`: one node. With no flags: data in `./data`, HTTP on 127.0.0.1:8080.
+//! `thicket serve`: one node. With no flags: a single-node cluster in `./data` that
+//! initialises itself, HTTP on 127.0.0.1:8080. With `--cluster`, `--peers` and
+//! certificates: a member of a multi-node cluster.
 
 use crate::http;
+use crate::settings::Settings;
 use anyhow::{Context, Result};
-use std::path::PathBuf;
-use std::sync::Arc;
-use thicket_cluster::{LocalNode, LocalNodeOptions};
-use thicket_engine::{Engine, EngineOptions};
+use thicket_cluster::ClusterNode;
 
-/// Options of `thicket serve`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Data directory (created if missing); the state lives in `<dir>/groups/0/state`.
-    #[arg(long, env = "THICKET_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-    /// HTTP listen address. Defaults to loopback: authentication is not in place yet.
-    #[arg(long, env = "THICKET_HTTP", default_value = "127.0.0.1:8080")]
-    pub http: String,
-}
-
-/// Runs the node until SIGTERM or Ctrl-C, then drains requests and flushes the state.
-pub async fn serve(args: ServeArgs) -> Result<()> {
-    let state_dir = args.data_dir.join("groups").join("0").join("state");
-    let engine = Arc::new(
-        Engine::open(&state_dir, EngineOptions::default())
-            .with_context(|| format!("opening the state in {}", state_dir.display()))?,
-    );
-    let node = LocalNode::start(engine.clone(), LocalNodeOptions::default())?;
-    let listener = tokio::net::TcpListener::bind(&args.http)
+/// Runs the node until SIGTERM or Ctrl-C, then drains requests, stops Raft and flushes.
+pub async fn serve(settings: Settings) -> Result<()> {
+    let config = settings.node_config()?;
+    let listener = tokio::net::TcpListener::bind(&settings.http)
         .await
-        .with_context(|| format!("binding HTTP to {}", args.http))?;
+        .with_context(|| format!("binding HTTP to {}", settings.http))?;
+    let node = ClusterNode::start(config)
+        .await
+        .with_context(|| format!("starting node {}", settings.node_id))?;
     tracing::info!(
-        "thicket serving HTTP on {} with data in {}",
+        "thicket node {} serving HTTP on {} (cluster port {}) with data in {}",
+        node.id(),
         listener.local_addr()?,
-        args.data_dir.display()
+        if node.cluster_addr().is_empty() {
+            "none"
+        } else {
+            node.cluster_addr()
+        },
+        settings.data_dir.display()
     );
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, http::router(node))
+    axum::serve(listener, http::router(node.clone()))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    let marker = engine.flush()?;
-    tracing::info!("flushed state at marker {marker:?}; bye");
+    node.shutdown().await;
+    tracing::info!("node {} stopped cleanly", node.id());
     Ok(())
 }
 

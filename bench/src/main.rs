@@ -4,7 +4,9 @@
 //! `thicket-bench engine` runs the engine benchmarks of the 1000-device workload
 //! (fields temperature, humidity, pressure; tag `device`; one sample per device every
 //! 10 s) and of the long-span workload (100 devices, one sample a minute, one year).
+//! `thicket-bench cluster` drives three real `thicket serve` processes on loopback.
 
+mod cluster_bench;
 mod engine_bench;
 
 use clap::{Parser, Subcommand};
@@ -23,10 +25,13 @@ struct Cli {
 enum Cmd {
     /// In-process engine benchmarks (apply, newest values, rollup windows, SQL, disk use).
     Engine(engine_bench::EngineArgs),
+    /// Three `thicket serve` processes on loopback: write throughput, latency, failover.
+    Cluster(cluster_bench::ClusterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Engine(a) => engine_bench::run(a),
+        Cmd::Cluster(a) => cluster_bench::run(a),
     }
 }

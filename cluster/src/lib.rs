@@ -1,22 +1,46 @@
-//! Thicket's cluster layer: openraft glue and the handle the API writes and reads through.
+//! Thicket's cluster layer: the engine replicated by openraft over QUIC.
 //!
-//! Module map:
-//! - `types`: the Raft type configuration; `Request` (a batch of engine commands per log
-//!   entry) and `Response`.
+//! Module map (a write's path: `writes` → `forwarder`/`proposer` → openraft →
+//! `log_store` + `network`/`transport` → `state_machine` → engine):
+//! - `types`: the Raft type configuration; log entries carry bundles (one client write
+//!   each, with its request id).
+//! - `config`: [`NodeConfig`], a node's identity, peers, timeouts and bounds.
+//! - `node`: [`ClusterNode`]: start-up, bootstrap from `--peers`, membership changes,
+//!   shutdown, and the handler of cluster messages.
+//! - `writes`: any-node writes with retries under one request id and honest outcomes.
+//! - `proposer`: the leader's group commit; `forwarder`: followers' batched forwarding.
+//! - `reads`: consistency levels; `read_index`: shared read-index rounds.
+//! - `status`: the `/v1/cluster` report.
 //! - `log_store`: the Raft log in its own RocksDB (`raft/`).
-//! - `state_machine`: the engine as openraft's state machine; snapshots as archives.
-//! - `snapshot_archive`: one-file packing of an engine checkpoint, streamed.
-//! - `local_node`: [`LocalNode`], a single node without replication: commands go to a
-//!   dedicated apply thread that group-commits whatever is queued into one engine apply.
-//!   The Raft-replicated node (openraft over QUIC) replaces it behind the same methods.
-//! - `error`: [`WriteError`], a failed write and whether it is safe to retry.
+//! - `state_machine`: the engine as openraft's state machine; `dedup`: the replicated
+//!   window of applied request ids; `snapshot_archive`: one-file engine checkpoints.
+//! - `transport`: QUIC (quinn) with mutual TLS; `network`: openraft's RPCs over it;
+//!   `wire`: the messages; `tls`: the cluster CA and node certificates.
+//! - `worker`: the named threads for apply (`thicket-apply`) and log appends (`thicket-log`).
+//! - `error`: [`WriteError`] and [`ReadError`].
 
+pub mod config;
+pub mod dedup;
 mod error;
-mod local_node;
+pub mod forwarder;
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod proposer;
+pub mod read_index;
+pub mod reads;
 pub mod snapshot_archive;
 pub mod state_machine;
+pub mod status;
+pub mod tls;
+pub mod transport;
 pub mod types;
+pub mod wire;
+mod worker;
+mod writes;
 
-pub use error::WriteError;
-pub use local_node::{LocalNode, LocalNodeOptions};
+pub use config::NodeConfig;
+pub use error::{ReadError, WriteError};
+pub use node::{ClusterNode, StartError};
+pub use reads::Consistency;
+pub use status::ClusterStatus;

@@ -26,8 +26,10 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 const KEY_FORMAT: &[u8] = b"format";
+const KEY_INCARNATION: &[u8] = b"incarnation";
 /// Format of log entries and meta values; checked at open.
-pub const LOG_FORMAT_VERSION: u8 = 1;
+/// 1: entries of plain command lists; 2: entries of bundles with request ids.
+pub const LOG_FORMAT_VERSION: u8 = 2;
 
 type SE = StorageError<NodeId>;
 
@@ -35,6 +37,10 @@ type SE = StorageError<NodeId>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// The thread that runs appends and other synced writes, in order.
+    worker: crate::worker::Worker,
+    /// Last committed index saved, for status reports (`u64::MAX`: none yet).
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -67,7 +73,13 @@ impl LogStore {
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| StorageIOError::read(AnyError::new(&e)))?;
-        let store = LogStore { db: Arc::new(db) };
+        let worker = crate::worker::Worker::start("thicket-log")
+            .map_err(|e| StorageIOError::write(AnyError::error(format!("log thread: {e}"))))?;
+        let store = LogStore {
+            db: Arc::new(db),
+            worker,
+            committed: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        };
         match store.get_meta(KEY_FORMAT)? {
             Some(v) if v != [LOG_FORMAT_VERSION] => {
                 return Err(StorageIOError::read(AnyError::error(format!(
@@ -79,6 +91,35 @@ impl LogStore {
             None => store.put_meta(KEY_FORMAT, &[LOG_FORMAT_VERSION], true)?,
         }
         Ok(store)
+    }
+
+    /// Bumps and returns this node's incarnation (synced): request ids of different
+    /// process lifetimes never collide, whatever the wall clock does.
+    pub fn next_incarnation(&self) -> Result<u64, SE> {
+        let n = match self.get_meta(KEY_INCARNATION)? {
+            Some(b) => dec::<u64>(&b).map_err(StorageIOError::read)? + 1,
+            None => 1,
+        };
+        self.put_meta(KEY_INCARNATION, &enc(&n), true)?;
+        Ok(n)
+    }
+
+    /// The committed index last saved by Raft (`None` before any).
+    pub fn committed_index(&self) -> Option<u64> {
+        match self.committed.load(std::sync::atomic::Ordering::Relaxed) {
+            u64::MAX => None,
+            i => Some(i),
+        }
+    }
+
+    /// Whether the log holds a vote or any entry or purge marker: a member of some cluster.
+    pub fn is_empty(&self) -> Result<bool, SE> {
+        if self.get_meta(KEY_VOTE)?.is_some() || self.get_meta(KEY_PURGED)?.is_some() {
+            return Ok(false);
+        }
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
+        it.seek_to_first();
+        Ok(!it.valid())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, SE> {
@@ -107,15 +148,16 @@ impl LogStore {
             .transpose()
     }
 
-    /// Runs blocking RocksDB work (fsyncs) off the async workers.
+    /// Runs blocking RocksDB work (fsyncs) on the log thread, off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(LogStore) -> Result<T, SE> + Send + 'static,
     ) -> Result<T, SE> {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(me))
+        self.worker
+            .run(move || f(me))
             .await
-            .map_err(|e| StorageIOError::write(AnyError::error(format!("log task failed: {e}"))))?
+            .map_err(|e| StorageIOError::write(AnyError::error(e)))?
     }
 }
 
@@ -194,6 +236,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SE> {
         // Not synced: after a crash the committed index is recomputed from a quorum.
+        if let Some(c) = committed {
+            self.committed
+                .store(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
         self.put_meta(KEY_COMMITTED, &enc(&committed), false)
     }
 

@@ -2,9 +2,11 @@
 //!
 //! Entries are applied in one engine call per `apply` (on a blocking thread): the
 //! commands of every normal entry, in order, plus the applied marker holding the last
-//! log id and membership, all in one atomic write batch. Blank and membership entries
-//! only move the marker. `applied_state` reads the marker back, so a restart resumes
-//! exactly where the state's flushed files stand.
+//! log id, membership and the request-id dedup window, all in one atomic write batch.
+//! Blank and membership entries only move the marker. A bundle whose request id was
+//! applied before is skipped (`Duplicate`), so a retried write applies once.
+//! `applied_state` reads the marker back, so a restart resumes exactly where the
+//! state's flushed files stand.
 //!
 //! Snapshots are the engine's checkpoint packed into one archive file
 //! (`snapshot_archive`), streamed from disk. The newest one lives in
@@ -13,8 +15,9 @@
 // openraft's traits return its `StorageError`, which is large by design.
 #![allow(clippy::result_large_err)]
 
+use crate::dedup::{DedupTable, Verdict};
 use crate::snapshot_archive;
-use crate::types::{NodeId, Response, TypeConfig};
+use crate::types::{BundleOutcome, NodeId, Response, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
@@ -30,13 +33,24 @@ type SE = StorageError<NodeId>;
 type Meta = SnapshotMeta<NodeId, BasicNode>;
 
 /// Format of the marker this crate stores in the engine; checked when read.
-const MARKER_VERSION: u8 = 1;
+/// 1: log id + membership; 2: plus the dedup window.
+const MARKER_VERSION: u8 = 2;
 
-/// What the engine's opaque applied marker holds for the cluster.
+/// What the engine's opaque applied marker holds for the cluster. Persisted: append-only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppliedMarker {
     pub last_applied: Option<LogId<NodeId>>,
     pub membership: StoredMembership<NodeId, BasicNode>,
+    pub dedup: DedupTable,
+    /// Members that ever acknowledged the leader's log; pruned to the membership.
+    pub joined: std::collections::BTreeSet<NodeId>,
+}
+
+/// Version 1 of the marker, still readable.
+#[derive(Deserialize)]
+struct MarkerV1 {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
 }
 
 impl AppliedMarker {
@@ -57,6 +71,16 @@ impl AppliedMarker {
                     .map(|(m, _)| m)
                     .map_err(|e| AnyError::error(format!("undecodable applied marker: {e}")))
             }
+            Some((&1, rest)) => {
+                bincode::serde::decode_from_slice::<MarkerV1, _>(rest, bincode::config::standard())
+                    .map(|(m, _)| AppliedMarker {
+                        last_applied: m.last_applied,
+                        membership: m.membership,
+                        dedup: DedupTable::default(),
+                        joined: Default::default(),
+                    })
+                    .map_err(|e| AnyError::error(format!("undecodable applied marker: {e}")))
+            }
             _ => Err(AnyError::error("applied marker has an unknown format")),
         }
     }
@@ -68,6 +92,10 @@ pub struct StateMachine {
     engine: Arc<Engine>,
     dir: PathBuf,
     seq: Arc<AtomicU64>,
+    /// The marker as of the last apply or install (`None`: read it from the engine).
+    cached: Arc<parking_lot::Mutex<Option<AppliedMarker>>>,
+    /// The dedicated apply thread.
+    worker: crate::worker::Worker,
 }
 
 fn io(e: impl std::fmt::Display) -> AnyError {
@@ -93,6 +121,9 @@ impl StateMachine {
             engine,
             dir: snapshot_dir.to_path_buf(),
             seq: Arc::new(AtomicU64::new(0)),
+            cached: Arc::new(parking_lot::Mutex::new(None)),
+            worker: crate::worker::Worker::start("thicket-apply")
+                .map_err(|e| StorageIOError::write_state_machine(io(e)))?,
         })
     }
 
@@ -101,7 +132,21 @@ impl StateMachine {
         &self.engine
     }
 
+    /// Members that ever acknowledged the leader's log, as of the last apply.
+    pub fn joined(&self) -> std::collections::BTreeSet<NodeId> {
+        self.marker().map(|m| m.joined).unwrap_or_default()
+    }
+
     fn marker(&self) -> Result<AppliedMarker, SE> {
+        if let Some(m) = self.cached.lock().as_ref() {
+            return Ok(m.clone());
+        }
+        let m = self.stored_marker()?;
+        *self.cached.lock() = Some(m.clone());
+        Ok(m)
+    }
+
+    fn stored_marker(&self) -> Result<AppliedMarker, SE> {
         match self
             .engine
             .applied_marker()
@@ -216,39 +261,74 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut marker = self.marker()?;
         let mut commands: Vec<Command> = Vec::new();
-        let mut counts = Vec::new();
+        // Per entry, per bundle: the verdict and how many commands it put in `commands`.
+        let mut plan: Vec<Vec<(Verdict, usize)>> = Vec::new();
         for e in entries {
             marker.last_applied = Some(e.log_id);
             match e.payload {
-                EntryPayload::Blank => counts.push(0),
+                EntryPayload::Blank => plan.push(Vec::new()),
                 EntryPayload::Normal(req) => {
-                    counts.push(req.commands.len());
-                    commands.extend(req.commands);
+                    let mut bundles = Vec::with_capacity(req.bundles.len());
+                    for b in req.bundles {
+                        let verdict = marker.dedup.admit(b.id);
+                        if verdict == Verdict::Apply {
+                            bundles.push((verdict, b.commands.len()));
+                            commands.extend(b.commands);
+                        } else {
+                            bundles.push((verdict, 0));
+                        }
+                    }
+                    marker.joined.extend(req.joined);
+                    plan.push(bundles);
                 }
                 EntryPayload::Membership(m) => {
+                    marker
+                        .joined
+                        .retain(|id| m.get_node(id).is_some());
                     marker.membership = StoredMembership::new(Some(e.log_id), m);
-                    counts.push(0);
+                    plan.push(Vec::new());
                 }
             }
         }
-        if counts.is_empty() {
+        if plan.is_empty() {
             return Ok(Vec::new());
         }
         let engine = self.engine.clone();
         let last = marker.last_applied;
         let bytes = marker.encode();
-        let results = tokio::task::spawn_blocking(move || engine.apply(&commands, &bytes))
+        let applied = self
+            .worker
+            .run(move || engine.apply(&commands, &bytes))
             .await
-            .map_err(|e| StorageIOError::write_state_machine(io(e)))?
-            .map_err(|e| match last {
-                Some(l) => StorageIOError::apply(l, io(e)),
-                None => StorageIOError::write_state_machine(io(e)),
-            })?;
+            .map_err(|e| StorageIOError::write_state_machine(io(e)));
+        // On failure the engine may hold anything up to it: read the marker back next time.
+        let results = match applied {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                *self.cached.lock() = None;
+                return Err(match last {
+                    Some(l) => StorageIOError::apply(l, io(e)).into(),
+                    None => StorageIOError::write_state_machine(io(e)).into(),
+                });
+            }
+            Err(e) => {
+                *self.cached.lock() = None;
+                return Err(e.into());
+            }
+        };
+        *self.cached.lock() = Some(marker);
         let mut it = results.into_iter();
-        Ok(counts
+        Ok(plan
             .into_iter()
-            .map(|n| Response {
-                results: it.by_ref().take(n).collect(),
+            .map(|bundles| Response {
+                outcomes: bundles
+                    .into_iter()
+                    .map(|(verdict, n)| match verdict {
+                        Verdict::Apply => BundleOutcome::Applied(it.by_ref().take(n).collect()),
+                        Verdict::Duplicate => BundleOutcome::Duplicate,
+                        Verdict::Expired => BundleOutcome::Expired,
+                    })
+                    .collect(),
             })
             .collect())
     }
@@ -314,7 +394,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     marker.last_applied, meta2.last_log_id
                 ))));
             }
-            me.engine.install_snapshot(&dir).map_err(|e| err(io(e)))?;
+            *me.cached.lock() = None;
+            let installed = me.engine.install_snapshot(&dir).map_err(|e| err(io(e)));
+            *me.cached.lock() = None;
+            installed?;
             let _ = std::fs::remove_dir_all(&dir);
             me.set_current(&archive, &meta2)
         })

@@ -1,0 +1,513 @@
+//! Cluster benchmarks against three real `thicket serve` processes on 127.0.0.1 (fsync
+//! on): replicated write throughput over HTTP (records per request × concurrency),
+//! single-record latency through the leader and through a follower, and failover drills
+//! (kill -9 of the leader under load, time until the first acknowledged write).
+//!
+//! CPU is read per node and per thread from /proc, so the report splits core-µs per
+//! record into: `tokio` (HTTP parse, Raft, QUIC), `thicket-log` (log append + fsync),
+//! `thicket-apply` (engine apply) and `rocksdb` (flush and compaction).
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Cluster benchmark options.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// The `thicket` binary (default: beside this one).
+    #[arg(long)]
+    thicket: Option<PathBuf>,
+    /// Seconds per throughput cell.
+    #[arg(long, default_value_t = 8)]
+    secs: u64,
+    /// Records per request to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    sizes: Vec<usize>,
+    /// Concurrent clients to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    concurrency: Vec<usize>,
+    /// Single-record writes per latency series.
+    #[arg(long, default_value_t = 2000)]
+    latency_writes: usize,
+    /// Failover drills (kill -9 of the leader under load).
+    #[arg(long, default_value_t = 20)]
+    drills: usize,
+    /// Where the nodes keep their data (a temp dir by default).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn free_port() -> Result<u16> {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port")
+}
+
+struct Node {
+    id: u64,
+    http: String,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn spawn(&mut self, bin: &Path) -> Result<()> {
+        let mut child = Command::new(bin)
+            .args(&self.args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting thicket")?;
+        let out = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.starts_with("listening on ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        self.child = Some(child);
+        rx.recv_timeout(Duration::from_secs(120))
+            .with_context(|| format!("node {} did not start", self.id))
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signals only the child this benchmark started, by its pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: as above; SIGTERM lets it flush.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// CPU seconds per thread-name group of one process, from /proc.
+fn thread_cpu(pid: u32) -> BTreeMap<&'static str, f64> {
+    let mut out = BTreeMap::new();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in rd.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: f64 = rest.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+            + rest.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let group = if name.starts_with("thicket-apply") {
+            "apply"
+        } else if name.starts_with("thicket-log") {
+            "log append"
+        } else if name.starts_with("rocksdb") {
+            "compaction"
+        } else {
+            "parse+raft+quic"
+        };
+        *out.entry(group).or_insert(0.0) += ticks / hz;
+    }
+    out
+}
+
+struct Cluster {
+    bin: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    nodes: BTreeMap<u64, Node>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    fn start(bin: &Path, dir: Option<PathBuf>) -> Result<Cluster> {
+        let (tmp, root) = match dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let certs = root.join("certs");
+        let st = Command::new(bin)
+            .args(["certs", "--dir"])
+            .arg(&certs)
+            .args(["--nodes", "1,2,3"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("thicket certs failed");
+        }
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            ports.push((free_port()?, free_port()?));
+        }
+        let peers = (1..=3)
+            .map(|i| format!("{i}=127.0.0.1:{}", ports[i - 1].1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = BTreeMap::new();
+        for id in 1..=3u64 {
+            let (http, cluster) = ports[id as usize - 1];
+            nodes.insert(
+                id,
+                Node {
+                    id,
+                    http: format!("127.0.0.1:{http}"),
+                    args: vec![
+                        "serve".into(),
+                        "--node-id".into(),
+                        id.to_string(),
+                        "--data-dir".into(),
+                        root.join(format!("n{id}")).display().to_string(),
+                        "--http".into(),
+                        format!("127.0.0.1:{http}"),
+                        "--cluster".into(),
+                        format!("127.0.0.1:{cluster}"),
+                        "--peers".into(),
+                        peers.clone(),
+                        "--certs-dir".into(),
+                        certs.display().to_string(),
+                    ],
+                    child: None,
+                },
+            );
+        }
+        // All three at once: each waits for a majority.
+        let bin2 = bin.to_path_buf();
+        let handles: Vec<_> = nodes
+            .values()
+            .map(|n| {
+                let mut n2 = Node {
+                    id: n.id,
+                    http: n.http.clone(),
+                    args: n.args.clone(),
+                    child: None,
+                };
+                let b = bin2.clone();
+                std::thread::spawn(move || n2.spawn(&b).map(|_| n2.child.take()))
+            })
+            .collect();
+        for (n, h) in nodes.values_mut().zip(handles) {
+            n.child = h.join().map_err(|_| anyhow::anyhow!("start thread"))??;
+        }
+        Ok(Cluster {
+            bin: bin.to_path_buf(),
+            _tmp: tmp,
+            nodes,
+            http: reqwest::Client::builder().pool_max_idle_per_host(512).build()?,
+        })
+    }
+
+    async fn leader(&self) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for n in self.nodes.values().filter(|n| n.child.is_some()) {
+                let r = self
+                    .http
+                    .get(format!("http://{}/v1/cluster", n.http))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    if let Ok(v) = r.json::<serde_json::Value>().await {
+                        if v["state"] == "Leader" {
+                            return Ok(n.id);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("no leader")
+    }
+
+    fn cpu(&self) -> BTreeMap<&'static str, f64> {
+        let mut total = BTreeMap::new();
+        for n in self.nodes.values() {
+            if let Some(pid) = n.pid() {
+                for (k, v) in thread_cpu(pid) {
+                    *total.entry(k).or_insert(0.0) += v;
+                }
+            }
+        }
+        total
+    }
+}
+
+fn body(records: usize, base_ts: i64, device: usize) -> String {
+    let mut s = String::with_capacity(records * 90 + 2);
+    s.push('[');
+    for i in 0..records {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            r#"{{"ts":{},"device":"d{}","temperature":{:.2},"humidity":{:.1},"pressure":{:.1}}}"#,
+            base_ts + i as i64,
+            (device + i) % 1000,
+            20.0 + (i % 17) as f64 * 0.1,
+            40.0 + (i % 11) as f64,
+            1000.0 + (i % 7) as f64
+        ));
+    }
+    s.push(']');
+    s
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Runs the cluster benchmarks and prints the figures.
+pub fn run(a: ClusterArgs) -> Result<()> {
+    let bin = match &a.thicket {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("exe dir")?
+            .join("thicket"),
+    };
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p thicket-api`",
+            bin.display()
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(a, bin))
+}
+
+async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
+    let mut c = Cluster::start(&bin, a.dir.clone())?;
+    let leader = c.leader().await?;
+    let urls: Vec<String> = c.nodes.values().map(|n| n.http.clone()).collect();
+    let r = c
+        .http
+        .post(format!("http://{}/v1/users/bench/buckets", urls[0]))
+        .body(r#"{"bucket":"env","name":"Env","config":{"source":"api","tags":["device"]}}"#)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("creating the bucket: {}", r.text().await?);
+    }
+    println!("3 nodes on loopback, fsync on; leader is node {leader}; writes round-robin over all nodes");
+    println!(
+        "{:>8} {:>6} {:>12} {:>14} {:>10} | core-µs/record: {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "rec/req", "conc", "records/s", "values/s", "errors", "total", "parse+", "log", "apply", "compact"
+    );
+    let ts = Arc::new(AtomicU64::new(1_000_000));
+    for &size in &a.sizes {
+        for &conc in &a.concurrency {
+            let before = c.cpu();
+            let done = Arc::new(AtomicU64::new(0));
+            let errors = Arc::new(AtomicU64::new(0));
+            let stop_at = Instant::now() + Duration::from_secs(a.secs);
+            let mut tasks = Vec::new();
+            for w in 0..conc {
+                let (http, url) = (c.http.clone(), urls[w % urls.len()].clone());
+                let (done, errors, ts) = (done.clone(), errors.clone(), ts.clone());
+                tasks.push(tokio::spawn(async move {
+                    // Bounded: by time, and by a request count far above what time allows.
+                    for _ in 0..10_000_000u64 {
+                        if Instant::now() >= stop_at {
+                            break;
+                        }
+                        let base = ts.fetch_add(size as u64, Ordering::Relaxed) as i64;
+                        let r = http
+                            .post(format!("http://{url}/v1/users/bench/buckets/env/data"))
+                            .body(body(size, base, w))
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                done.fetch_add(size as u64, Ordering::Relaxed);
+                            }
+                            _ => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }));
+            }
+            let t0 = Instant::now();
+            for t in tasks {
+                let _ = t.await;
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let after = c.cpu();
+            let n = done.load(Ordering::Relaxed) as f64;
+            let us = |k: &str| {
+                (after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0)) * 1e6 / n.max(1.0)
+            };
+            let total: f64 = ["parse+raft+quic", "log append", "apply", "compaction"]
+                .iter()
+                .map(|k| us(k))
+                .sum();
+            println!(
+                "{:>8} {:>6} {:>12.0} {:>14.0} {:>10} | {:>23.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                size,
+                conc,
+                n / secs,
+                3.0 * n / secs,
+                errors.load(Ordering::Relaxed),
+                total,
+                us("parse+raft+quic"),
+                us("log append"),
+                us("apply"),
+                us("compaction")
+            );
+        }
+    }
+
+    // Latency: single-record writes, one at a time, through the leader and a follower.
+    let leader = c.leader().await?;
+    let follower = *c.nodes.keys().find(|i| **i != leader).context("no follower")?;
+    for (label, id) in [("leader", leader), ("follower", follower)] {
+        let url = c.nodes[&id].http.clone();
+        let mut lat = Vec::with_capacity(a.latency_writes);
+        for _ in 0..a.latency_writes {
+            let base = ts.fetch_add(1, Ordering::Relaxed) as i64;
+            let t = Instant::now();
+            let r = c
+                .http
+                .post(format!("http://{url}/v1/users/bench/buckets/env/data"))
+                .body(body(1, base, 0))
+                .send()
+                .await?;
+            if r.status().is_success() {
+                lat.push(t.elapsed());
+            }
+        }
+        lat.sort();
+        println!(
+            "latency through the {label} (node {id}), {} single-record writes: p50 {:.2} ms, p99 {:.2} ms",
+            lat.len(),
+            pct(&lat, 0.5).as_secs_f64() * 1e3,
+            pct(&lat, 0.99).as_secs_f64() * 1e3
+        );
+    }
+
+    // Failover drills: load through every node; kill -9 the leader; time until the
+    // first acknowledged write through a survivor; restart the killed node.
+    let mut times = Vec::new();
+    for drill in 0..a.drills {
+        let leader = c.leader().await?;
+        let survivors: Vec<String> = c
+            .nodes
+            .values()
+            .filter(|n| n.id != leader)
+            .map(|n| n.http.clone())
+            .collect();
+        let acked_after_kill = Arc::new(slot::Slot::default());
+        let killed_at = Arc::new(slot::Slot::default());
+        let stop_at = Instant::now() + Duration::from_secs(15);
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let http = c.http.clone();
+            let url = survivors[w % survivors.len()].clone();
+            let (ts, acked, killed) = (ts.clone(), acked_after_kill.clone(), killed_at.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..1_000_000u64 {
+                    if Instant::now() >= stop_at || acked.get().is_some() {
+                        break;
+                    }
+                    let base = ts.fetch_add(10, Ordering::Relaxed) as i64;
+                    let sent = Instant::now();
+                    let r = http
+                        .post(format!("http://{url}/v1/users/bench/buckets/env/data"))
+                        .body(body(10, base, w))
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    if let (Ok(r), Some(k)) = (r, killed.get()) {
+                        // Only a write sent after the kill proves the new leader serves.
+                        if r.status().is_success() && sent >= k {
+                            acked.set_once(Instant::now());
+                        }
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        killed_at.set_once(Instant::now());
+        c.nodes.get_mut(&leader).context("leader")?.kill9();
+        for t in tasks {
+            let _ = t.await;
+        }
+        match (killed_at.get(), acked_after_kill.get()) {
+            (Some(k), Some(a)) => times.push(a.duration_since(k)),
+            _ => println!("drill {drill}: no acknowledged write within 15 s"),
+        }
+        let bin = c.bin.clone();
+        c.nodes.get_mut(&leader).context("leader")?.spawn(&bin)?;
+        // Let the restarted node catch up before the next drill.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    times.sort();
+    if !times.is_empty() {
+        println!(
+            "failover over {} drills (kill -9 of the leader under load): first acknowledged write after p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            times.len(),
+            pct(&times, 0.5).as_secs_f64() * 1e3,
+            pct(&times, 0.99).as_secs_f64() * 1e3,
+            times.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+/// A set-once slot for an `Instant`, shared between tasks.
+mod slot {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    #[derive(Default)]
+    pub struct Slot(Mutex<Option<Instant>>);
+
+    impl Slot {
+        pub fn set_once(&self, t: Instant) {
+            if let Ok(mut g) = self.0.lock() {
+                g.get_or_insert(t);
+            }
+        }
+        pub fn get(&self) -> Option<Instant> {
+            self.0.lock().ok().and_then(|g| *g)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+use crate::harness::*;
+use thicket_cluster::StartError;
+
+/// Add a learner, promote it, remove a voter: the cluster serves writes throughout, and
+/// a wiped voter is refused at start with instructions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_added_promoted_and_voter_removed_while_serving() {
+    let mut c = TestCluster::start(3, default_tune).await;
+    let leader = c.wait_leader().await;
+    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    let writer = c.node(leader).clone();
+    // Writes keep flowing through the whole phase sequence.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let load = tokio::spawn(async move {
+        let mut acked = 0i64;
+        for k in 0..100_000i64 {
+            if s2.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if let Ok(r) = writer
+                .write(vec![write_record("acme", "env", "w", k, 1.0)])
+                .await
+            {
+                assert!(r[0].is_ok());
+                acked += 1;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        acked
+    });
+
+    // Phase 1: node 4 starts empty; the cluster does not know it, so it waits.
+    c.start_node(4).await.unwrap();
+    let addr4 = c.addrs[&4].clone();
+    // Through a follower: membership changes are forwarded to the leader.
+    let follower = *c.nodes.keys().find(|id| **id != leader && **id != 4).unwrap();
+    let msg = c.node(follower).add_learner(4, addr4).await.unwrap();
+    assert!(msg.contains("learner"), "{msg}");
+    let m = c.node(leader).raft().metrics().borrow().membership_config.clone();
+    assert!(m.membership().learner_ids().any(|i| i == 4));
+
+    // Phase 2: promote it to voter.
+    c.node(leader).promote(4).await.unwrap();
+    until(10, "node 4 is a voter", || {
+        let m = c.node(leader).raft().metrics().borrow().membership_config.clone();
+        let ok = m.membership().voter_ids().any(|i| i == 4);
+        async move { ok }
+    })
+    .await;
+
+    // Phase 3: remove an original voter that is not the leader.
+    let gone = *c.nodes.keys().find(|id| **id != leader && **id != 4).unwrap();
+    c.node(leader).remove(gone).await.unwrap();
+    c.stop_node(gone).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = load.await.unwrap();
+    assert!(acked > 0);
+    let leader = c.wait_leader().await;
+    c.node(leader)
+        .read_barrier(thicket_cluster::Consistency::Linearizable)
+        .await
+        .unwrap();
+    c.assert_identical().await;
+    assert!(count_records(c.node(4), "acme", "env") as i64 >= acked);
+
+    // Phase 4: a voter whose data dir was wiped is refused, with what to do.
+    let victim = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    c.stop_node(victim).await;
+    std::fs::remove_dir_all(c.data_dir(victim)).unwrap();
+    c.initial = c.nodes.keys().copied().chain([victim]).collect();
+    match c.start_node(victim).await {
+        Err(StartError::WipedVoter { id, .. }) => assert_eq!(id, victim),
+        Err(e) => panic!("unexpected start error: {e}"),
+        Ok(()) => panic!("a wiped voter must not start"),
+    }
+    let err = StartError::WipedVoter { id: victim, peer: leader }.to_string();
+    assert!(err.contains("learner"), "{err}");
+}
