@@ -141,7 +141,8 @@ impl NodeConfig {
             max_in_snapshot_log_to_keep: self.logs_kept_behind_snapshot,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             install_snapshot_timeout: 10_000,
-            purge_batch_size: 256,
+            // Purge in batches, but never wait for more than half a snapshot interval.
+            purge_batch_size: (self.snapshot_logs_since_last / 2).clamp(1, 256),
             ..Default::default()
         };
         c.validate().map_err(|e| e.to_string())

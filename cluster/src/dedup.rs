@@ -2,9 +2,11 @@
 //!
 //! It lives in the engine's applied marker, so it is written in the same atomic batch as
 //! the effects it guards and every replica decides the same way. Per origin it keeps the
-//! newest incarnation and a bitmap of the [`WINDOW`] sequence numbers above `floor`:
-//! a sequence at or below `floor` is too old to tell (answered [`Verdict::Expired`]), a
-//! set bit is a retry ([`Verdict::Duplicate`]). A node has far fewer writes in flight
+//! newest incarnation and a bitmap of the [`WINDOW`] sequence numbers above `floor`. The
+//! floor slides over applied sequences as they complete, so a sequence at or below it
+//! was applied ([`Verdict::Duplicate`]), as is a set bit; only when a sequence far ahead
+//! forces the window to jump are unapplied ones closed: those up to `expired_below` are
+//! answered [`Verdict::Expired`] (not applied now; an earlier attempt may have been). A node has far fewer writes in flight
 //! than the window holds, so only a write stuck in retries for thousands of newer ones
 //! can expire, and then it is refused rather than applied twice.
 
@@ -30,6 +32,8 @@ pub struct OriginWindow {
     pub incarnation: u64,
     /// Every sequence at or below is closed (applied, or given up).
     pub floor: u64,
+    /// Sequences at or below were closed by a jump: whether they applied is not known.
+    pub expired_below: u64,
     /// Bit `i` set: sequence `floor + 1 + i` was applied.
     pub bits: Vec<u64>,
 }
@@ -39,6 +43,7 @@ impl OriginWindow {
         OriginWindow {
             incarnation,
             floor: 0,
+            expired_below: 0,
             bits: vec![0; WORDS],
         }
     }
@@ -114,12 +119,16 @@ impl DedupTable {
         if id.incarnation > w.incarnation {
             *w = OriginWindow::new(id.incarnation);
         }
-        if id.seq <= w.floor {
+        if id.seq <= w.expired_below {
             return Verdict::Expired;
         }
+        if id.seq <= w.floor {
+            return Verdict::Duplicate; // the floor only slides over applied sequences
+        }
         if id.seq > w.floor + WINDOW {
-            // Far ahead: what falls below the new floor is closed (and refused later).
+            // Far ahead: what falls below the new floor is closed unknown.
             w.shift(id.seq - w.floor - WINDOW);
+            w.expired_below = w.floor;
         }
         if w.bit(id.seq) {
             return Verdict::Duplicate;
@@ -151,11 +160,12 @@ mod tests {
         for s in [3, 1, 2, 10, 5] {
             assert_eq!(t.admit(id(s)), Verdict::Duplicate, "seq {s}");
         }
-        // 1..3 applied contiguously: the floor moved past them.
+        // 1..3 applied contiguously: the floor moved past them; still duplicates.
         assert_eq!(t.origins[&1].floor, 3);
         assert_eq!(t.admit(id(4)), Verdict::Apply);
         assert_eq!(t.origins[&1].floor, 5);
-        assert_eq!(t.admit(id(4)), Verdict::Expired);
+        assert_eq!(t.admit(id(4)), Verdict::Duplicate);
+        assert_eq!(t.admit(id(1)), Verdict::Duplicate);
     }
 
     #[test]
@@ -165,8 +175,9 @@ mod tests {
         for s in 3..=WINDOW + 10 {
             assert_eq!(t.admit(id(s)), Verdict::Apply, "seq {s}");
         }
-        // 1 fell out of the window: refused, never applied twice.
+        // 1 fell out of the window unapplied: refused, never applied late or twice.
         assert_eq!(t.admit(id(1)), Verdict::Expired);
+        assert_eq!(t.admit(id(3)), Verdict::Duplicate, "applied before the jump");
         assert_eq!(t.admit(id(WINDOW + 10)), Verdict::Duplicate);
         assert_eq!(t.admit(id(WINDOW + 200)), Verdict::Apply);
         assert_eq!(t.admit(id(WINDOW + 11)), Verdict::Apply);
@@ -175,6 +186,7 @@ mod tests {
         assert_eq!(t.admit(id(10 * WINDOW)), Verdict::Apply);
         assert_eq!(t.admit(id(10 * WINDOW)), Verdict::Duplicate);
         assert_eq!(t.admit(id(WINDOW + 200)), Verdict::Expired);
+        assert_eq!(t.admit(id(9 * WINDOW + 1)), Verdict::Apply);
     }
 
     #[test]
@@ -207,8 +219,8 @@ mod tests {
             match t.admit(id(seq)) {
                 Verdict::Apply => assert!(applied.insert(seq), "seq {seq} applied twice"),
                 Verdict::Duplicate => assert!(applied.contains(&seq)),
-                // Ids here stay within the window of the newest: only applied ones expire.
-                Verdict::Expired => assert!(applied.contains(&seq), "seq {seq} refused unapplied"),
+                // Ids here stay within the window of the newest: nothing expires.
+                Verdict::Expired => panic!("seq {seq} refused within the window"),
             }
         }
     }

@@ -239,6 +239,13 @@ impl ClusterNode {
         self.inner.transport.as_ref()
     }
 
+    /// Makes this node's state machine fail its next apply like a storage error would
+    /// (fault-injection tests; a restart clears it).
+    #[doc(hidden)]
+    pub fn inject_storage_failure_for_test(&self) {
+        self.inner.sm.inject_apply_failure();
+    }
+
     /// The configuration this node runs with.
     pub fn config(&self) -> &NodeConfig {
         &self.inner.config

@@ -119,19 +119,13 @@ fn precheck(raft: &Raft<TypeConfig>, quorum_ack_max_ms: u64) -> Result<(), Refus
     }
     let voters = m.membership_config.membership().voter_ids().count();
     if voters > 1 {
-        match m.millis_since_quorum_ack {
-            Some(ms) if ms <= quorum_ack_max_ms => {}
-            Some(ms) => {
+        // `None`: newly elected, no acknowledgement yet; the commit itself waits for one.
+        if let Some(ms) = m.millis_since_quorum_ack {
+            if ms > quorum_ack_max_ms {
                 return Err(Refusal::NoQuorum(format!(
                     "node {} leads but has not heard from a quorum for {ms} ms",
                     m.id
-                )))
-            }
-            None => {
-                return Err(Refusal::NoQuorum(format!(
-                    "node {} leads but no quorum has acknowledged it yet",
-                    m.id
-                )))
+                )));
             }
         }
     }
@@ -195,7 +189,7 @@ async fn run(raft: Raft<TypeConfig>, b: ProposerBounds, mut rx: mpsc::Receiver<P
             let (bundles, replies): (Vec<Bundle>, Vec<_>) =
                 batch.into_iter().map(|p| (p.bundle, p.reply)).unzip();
             let n = bundles.len();
-            match raft.client_write(Request { bundles }).await {
+            match raft.client_write(Request { bundles, joined: Vec::new() }).await {
                 Ok(resp) => {
                     let mut outcomes = resp.data.outcomes.into_iter();
                     for r in replies {

@@ -73,15 +73,32 @@ impl ClusterNode {
             }
             Consistency::Linearizable => {
                 let deadline = Instant::now() + n.config.read_timeout();
-                let read_log_id = if m.state == ServerState::Leader {
-                    n.reads.read_index().await
-                } else if m.current_leader.is_some() {
-                    n.remote_reads.read_index().await
-                } else {
-                    Err(Refusal::NotLeader { leader: None })
-                }
-                .map_err(refusal)?;
-                let Some(want) = read_log_id else {
+                let mut changes = n.raft.server_metrics();
+                // Bounded by the deadline: each pass runs a round or waits for a leader.
+                let want = loop {
+                    let m = n.raft.metrics().borrow().clone();
+                    let round = if m.state == ServerState::Leader {
+                        n.reads.read_index().await
+                    } else if m.current_leader.is_some_and(|l| l != n.id) {
+                        n.remote_reads.read_index().await
+                    } else {
+                        Err(Refusal::NotLeader { leader: None })
+                    };
+                    match round {
+                        Ok(w) => break w,
+                        // No leader yet, or leadership moved mid-round: wait for the
+                        // election (a restarting cluster answers once it has a leader).
+                        Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            let slice = left.min(Duration::from_millis(100));
+                            if let Ok(Err(_)) = tokio::time::timeout(slice, changes.changed()).await {
+                                return Err(ReadError::Unavailable("raft stopped on this node".into()));
+                            }
+                        }
+                        Err(r) => return Err(refusal(r)),
+                    }
+                };
+                let Some(want) = want else {
                     return Ok(());
                 };
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -113,7 +130,7 @@ impl Inner {
         }
         let voters = m.membership_config.membership().voter_ids().count();
         let lease = self.config.election_timeout_max_ms;
-        if voters > 1 && m.millis_since_quorum_ack.is_none_or(|ms| ms > lease) {
+        if voters > 1 && m.millis_since_quorum_ack.is_some_and(|ms| ms > lease) {
             return Err(Refusal::NoQuorum(format!(
                 "node {} leads but has not heard from a quorum for over {lease} ms",
                 self.id

@@ -96,6 +96,8 @@ pub struct StateMachine {
     cached: Arc<parking_lot::Mutex<Option<AppliedMarker>>>,
     /// The dedicated apply thread.
     worker: crate::worker::Worker,
+    /// Fault injection (tests): the next applies fail as a storage error would.
+    fail_applies: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn io(e: impl std::fmt::Display) -> AnyError {
@@ -124,12 +126,19 @@ impl StateMachine {
             cached: Arc::new(parking_lot::Mutex::new(None)),
             worker: crate::worker::Worker::start("thicket-apply")
                 .map_err(|e| StorageIOError::write_state_machine(io(e)))?,
+            fail_applies: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
     /// The engine, for reads.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Makes every later apply fail like a storage error (fault-injection tests).
+    #[doc(hidden)]
+    pub fn inject_apply_failure(&self) {
+        self.fail_applies.store(true, Ordering::Release);
     }
 
     /// Members that ever acknowledged the leader's log, as of the last apply.
@@ -259,6 +268,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        if self.fail_applies.load(Ordering::Acquire) {
+            return Err(StorageIOError::write_state_machine(AnyError::error(
+                "injected storage fault",
+            ))
+            .into());
+        }
         let mut marker = self.marker()?;
         let mut commands: Vec<Command> = Vec::new();
         // Per entry, per bundle: the verdict and how many commands it put in `commands`.

@@ -110,7 +110,7 @@ impl ClusterNode {
                 let info = answer.as_ref().map(|(i, _)| i);
                 let lag_from_leader = repl.as_ref().and_then(|r| {
                     r.get(id).map(|matched| {
-                        let matched = matched.map(|l| l.index + 1).unwrap_or(0);
+                        let matched = matched.as_ref().map(|l| l.index + 1).unwrap_or(0);
                         (m.last_log_index.map(|i| i + 1).unwrap_or(0)).saturating_sub(matched)
                     })
                 });

@@ -36,7 +36,7 @@ pub enum TlsError {
     Invalid(String),
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TlsError + 'a {
     move |source| TlsError::Io {
         what,
         path: path.to_path_buf(),
@@ -49,27 +49,42 @@ pub fn node_name(id: NodeId) -> String {
     format!("node-{id}.thicket")
 }
 
-/// The node id named by a certificate (its `node-<id>.thicket` DNS name).
+/// Whether `cert` names node `id` (its `node-<id>.thicket` DNS name, checked by webpki).
+pub fn names_node(cert: &CertificateDer<'_>, id: NodeId) -> bool {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let name = node_name(id);
+    match rustls::pki_types::ServerName::try_from(name.as_str()) {
+        Ok(sn) => ee.verify_is_valid_for_subject_name(&sn).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The node id a certificate names: the candidate `node-<digits>.thicket` found in its
+/// bytes, confirmed by webpki's subject-name check (so a look-alike string elsewhere in
+/// the certificate cannot pass).
 pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, TlsError> {
-    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|e| TlsError::Invalid(format!("unparsable peer certificate: {e}")))?;
-    let san = x509
-        .subject_alternative_name()
-        .map_err(|e| TlsError::Invalid(format!("bad subjectAltName: {e}")))?
-        .ok_or_else(|| TlsError::Invalid("peer certificate names no node".into()))?;
-    for name in &san.value.general_names {
-        if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
-            if let Some(id) = dns
-                .strip_prefix("node-")
-                .and_then(|r| r.strip_suffix(".thicket"))
-                .and_then(|n| n.parse().ok())
+    let der = cert.as_ref();
+    let (prefix, suffix) = (b"node-", b".thicket");
+    let mut i = 0;
+    while let Some(pos) = der[i..].windows(prefix.len()).position(|w| w == prefix) {
+        let start = i + pos + prefix.len();
+        let digits = der[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits > 0 && der[start + digits..].starts_with(suffix) {
+            if let Some(id) = std::str::from_utf8(&der[start..start + digits])
+                .ok()
+                .and_then(|d| d.parse::<NodeId>().ok())
             {
-                return Ok(id);
+                if names_node(cert, id) {
+                    return Ok(id);
+                }
             }
         }
+        i = start;
     }
     Err(TlsError::Invalid(
-        "peer certificate names no node (no node-<id>.thicket name)".into(),
+        "the certificate names no node (no node-<id>.thicket name)".into(),
     ))
 }
 
@@ -158,9 +173,15 @@ pub fn issue_node_cert(dir: &Path, id: NodeId) -> Result<TlsFiles, TlsError> {
         std::fs::read_to_string(&ca_key_path).map_err(io_err("cannot read", &ca_key_path))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)
         .map_err(|e| TlsError::Invalid(format!("{}: {e}", ca_key_path.display())))?;
-    let ca_pem = std::fs::read_to_string(&files.ca).map_err(io_err("cannot read", &files.ca))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)
-        .map_err(|e| TlsError::Invalid(format!("{}: {e}", files.ca.display())))?;
+    if !files.ca.exists() {
+        return Err(TlsError::Invalid(format!(
+            "{} is missing (run `thicket certs` in that directory first)",
+            files.ca.display()
+        )));
+    }
+    // The CA's name and key identifier come from its fixed parameters and its key, so
+    // the issuer is rebuilt exactly without parsing ca.pem.
+    let issuer = Issuer::new(ca_params()?, &ca_key);
     let mut p = CertificateParams::new(vec![node_name(id)])
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
     let mut dn = DistinguishedName::new();

@@ -9,7 +9,7 @@
 //! [`FaultSwitch`] drops or delays traffic to and from chosen peers, so tests can
 //! partition a node without touching the operating system.
 
-use crate::tls::{node_id_of, node_name, NodeTls};
+use crate::tls::{names_node, node_name, NodeTls};
 use crate::types::NodeId;
 use crate::wire::{self, Envelope, Message, Reply, GROUP, MESSAGE_BYTES_MAX, WIRE_VERSION};
 use futures::future::BoxFuture;
@@ -186,19 +186,17 @@ impl Transport {
         }
     }
 
-    /// The node id in the peer's certificate (TLS already verified it against the CA).
-    fn peer_id(conn: &quinn::Connection) -> Result<NodeId, String> {
-        let certs = conn
-            .peer_identity()
+    /// The peer's leaf certificate (TLS already verified it against the CA).
+    fn peer_cert(conn: &quinn::Connection) -> Result<CertificateDer<'static>, String> {
+        conn.peer_identity()
             .and_then(|b| b.downcast::<Vec<CertificateDer<'static>>>().ok())
-            .ok_or("the peer presented no certificate")?;
-        let leaf = certs.first().ok_or("the peer presented no certificate")?;
-        node_id_of(leaf).map_err(|e| e.to_string())
+            .and_then(|certs| certs.first().cloned())
+            .ok_or_else(|| "the peer presented no certificate".to_string())
     }
 
     async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {
-        let peer = match Self::peer_id(&conn) {
-            Ok(p) => p,
+        let cert = match Self::peer_cert(&conn) {
+            Ok(c) => c,
             Err(e) => {
                 conn.close(1u32.into(), e.as_bytes());
                 return;
@@ -210,21 +208,26 @@ impl Transport {
             conn.close(1u32.into(), b"no handshake");
             return;
         };
+        let mut peer: NodeId = 0;
         let reply = match read_message::<Envelope>(&mut recv).await {
             Ok(Envelope {
                 from,
                 group,
                 body: Message::Hello { version, to, .. },
             }) => {
+                peer = from;
                 if version != WIRE_VERSION {
                     Err(format!(
                         "wire version {version}, this node speaks {WIRE_VERSION}"
                     ))
                 } else if group != GROUP {
                     Err(format!("unknown raft group {group}"))
-                } else if from != peer {
+                } else if !names_node(&cert, from) {
                     Err(format!(
-                        "sender id {from} differs from its certificate's node id {peer}"
+                        "sender id {from} differs from its certificate's node id ({})",
+                        crate::tls::node_id_of(&cert)
+                            .map(|i| i.to_string())
+                            .unwrap_or_else(|e| e.to_string())
                     ))
                 } else if to != self.id {
                     Err(format!("this is node {}, not node {to}", self.id))

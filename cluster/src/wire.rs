@@ -173,7 +173,7 @@ mod tests {
                 to: 3,
             },
         };
-        assert_eq!(hex(&encode(&hello).unwrap()), "02000000010203");
+        assert_eq!(hex(&encode(&hello).unwrap()), "020000010203");
         let bundle = Bundle {
             id: RequestId {
                 node: 1,
@@ -192,20 +192,20 @@ mod tests {
         };
         assert_eq!(
             hex(&encode(&fwd).unwrap()),
-            "01000401010104fb2c01010401750162"
+            "010004010104fb2c01010401750162"
         );
         let req = Request {
             bundles: vec![bundle],
             joined: vec![2],
         };
-        assert_eq!(hex(&encode(&req).unwrap()), "010104fb2c01010401750162");
+        assert_eq!(hex(&encode(&req).unwrap()), "010104fb2c010104017501620102");
         let out = Reply::Forward(vec![
             ForwardOutcome::Done(BundleOutcome::Applied(vec![Ok(Output::Done)])),
             ForwardOutcome::Done(BundleOutcome::Duplicate),
             ForwardOutcome::Refused(Refusal::NotLeader { leader: Some(3) }),
             ForwardOutcome::Unknown("x".into()),
         ]);
-        assert_eq!(hex(&encode(&out).unwrap()), "04040000010000000101010000010301017");
+        assert_eq!(hex(&encode(&out).unwrap()), "04040000010000000101000103020178");
         let admin = Message::Admin(AdminOp::Promote { id: 4 });
         assert_eq!(hex(&encode(&admin).unwrap()), "070104");
     }

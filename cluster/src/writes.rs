@@ -228,7 +228,8 @@ impl Inner {
             Err(r) => return ForwardOutcome::Refused(r),
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ticket.outcome()).await {
+        let waited = tokio::time::timeout(left, ticket.outcome()).await;
+        match waited {
             Ok(o) => o,
             Err(_) if ticket.withdraw() => ForwardOutcome::Refused(Refusal::Failed(
                 "the deadline passed before the write was proposed".into(),

@@ -80,6 +80,8 @@ async fn partitioned_leader_refuses_and_majority_serves() {
     for n in c.nodes.values() {
         n.transport().unwrap().faults.heal();
     }
+    // It keeps refusing (never stale) until it learns of the new term and follows.
+    c.wait_leader().await;
     c.node(old)
         .read_barrier(Consistency::Linearizable)
         .await

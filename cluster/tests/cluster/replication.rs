@@ -126,3 +126,76 @@ async fn forwarded_write_retried_across_leader_change_applies_once() {
     let buckets = c.node(leader).engine().list_buckets("acme");
     assert_eq!(buckets.len(), 1, "{buckets:?}");
 }
+
+fn tiny_admission(c: &mut thicket_cluster::NodeConfig) {
+    c.in_flight_bytes_max = 4_096;
+}
+
+/// Admission control: writes beyond the in-flight byte bound are refused at once as not
+/// applied; within it they are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_the_in_flight_bound_are_refused_not_queued() {
+    let c = TestCluster::start(3, tiny_admission).await;
+    let leader = c.wait_leader().await;
+    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    let big: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"ts":{i},"device":"a","v":1}}"#))
+        .collect();
+    let cmd = thicket_engine::Command::WriteRecords {
+        user: "acme".into(),
+        bucket: "env".into(),
+        records: format!("[{}]", big.join(",")),
+        default_ts: 0,
+    };
+    for n in c.nodes.values() {
+        match n.write(vec![cmd.clone()]).await {
+            Err(thicket_cluster::WriteError::Overloaded { limit_bytes, .. }) => {
+                assert_eq!(limit_bytes, 4_096)
+            }
+            other => panic!("expected Overloaded, got {other:?}"),
+        }
+    }
+    assert_eq!(count_records(c.node(leader), "acme", "env"), 0);
+    let small = write_record("acme", "env", "a", 1, 1.0);
+    assert!(c.node(leader).write(vec![small]).await.unwrap()[0].is_ok());
+}
+
+/// A storage error stops that node's Raft: its status and its writes say so, the others
+/// keep serving, and a restart once the cause is gone recovers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_error_stops_one_node_and_restart_recovers() {
+    let mut c = TestCluster::start(3, default_tune).await;
+    let leader = c.wait_leader().await;
+    let sick = *c.nodes.keys().find(|id| **id != leader).unwrap();
+    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+
+    // Phase 1: the follower's next apply fails.
+    c.node(sick).inject_storage_failure_for_test();
+    c.node(leader)
+        .write(vec![write_record("acme", "env", "a", 1, 1.0)])
+        .await
+        .unwrap();
+    until(20, "the sick node's raft stopped", || {
+        let ok = c.node(sick).raft().metrics().borrow().running_state.is_err();
+        async move { ok }
+    })
+    .await;
+    let s = c.node(sick).status(std::time::Duration::from_secs(1)).await;
+    assert!(s.storage_error.is_some() && !s.accepting_writes, "{s:?}");
+    match c.node(sick).write(vec![write_record("acme", "env", "a", 2, 2.0)]).await {
+        Err(thicket_cluster::WriteError::Storage(m)) => assert!(m.contains("raft stopped"), "{m}"),
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+
+    // Phase 2: the other two keep serving.
+    c.node(leader)
+        .write(vec![write_record("acme", "env", "a", 3, 3.0)])
+        .await
+        .unwrap();
+
+    // Phase 3: restarted (the fault gone), it catches up.
+    c.stop_node(sick).await;
+    c.start_node(sick).await.unwrap();
+    c.assert_identical().await;
+    assert_eq!(count_records(c.node(sick), "acme", "env"), 2);
+}
