@@ -31,11 +31,7 @@ pub fn run(args: &CertsArgs) -> Result<()> {
     for id in &args.nodes {
         let f = tls::issue_node_cert(&args.dir, *id)
             .with_context(|| format!("issuing the certificate of node {id}"))?;
-        println!(
-            "node {id}: {} and {}",
-            f.cert.display(),
-            f.key.display()
-        );
+        println!("node {id}: {} and {}", f.cert.display(), f.key.display());
     }
     println!(
         "keep {} off the nodes: it signs new members",

@@ -179,12 +179,16 @@ async fn add_member(
 ) -> Result<impl IntoResponse, ApiError> {
     let doc = parse_json(&body)?;
     let id = doc.get("id").and_then(|v| v.as_u64()).ok_or_else(|| {
-        ApiError::bad_request("the body needs a numeric node `id`, like {\"id\":4,\"addr\":\"10.0.0.4:7400\"}")
+        ApiError::bad_request(
+            "the body needs a numeric node `id`, like {\"id\":4,\"addr\":\"10.0.0.4:7400\"}",
+        )
     })?;
     let addr = doc
         .get("addr")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| ApiError::bad_request("the body needs the node's cluster `addr` (host:port)"))?
+        .ok_or_else(|| {
+            ApiError::bad_request("the body needs the node's cluster `addr` (host:port)")
+        })?
         .to_string();
     let msg = node.add_learner(id, addr).await?;
     Ok(Json(json!({"message": msg})))

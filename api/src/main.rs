@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node (with no flags: a single-node cluster with its data in ./data).
-    Serve(thicket_api::settings::ServeArgs),
+    Serve(Box<thicket_api::settings::ServeArgs>),
     /// Create the cluster CA and node certificates for mutual TLS between nodes.
     Certs(thicket_api::certs::CertsArgs),
 }

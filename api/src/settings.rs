@@ -246,7 +246,10 @@ impl Settings {
             (None, None, None, None) => None,
             _ => bail!("--ca, --cert and --key go together (or give --certs-dir)"),
         };
-        if let (Some(me), Some(bind)) = (c.peers.iter().find(|(i, _)| *i == c.node_id), &c.cluster_bind) {
+        if let (Some(me), Some(bind)) = (
+            c.peers.iter().find(|(i, _)| *i == c.node_id),
+            &c.cluster_bind,
+        ) {
             if c.cluster_advertise.is_none() && &me.1 != bind {
                 // The address the others were told is what peers will dial.
                 c.cluster_advertise = Some(me.1.clone());

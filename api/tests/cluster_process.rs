@@ -301,7 +301,11 @@ async fn leader_killed_under_writes_loses_nothing_acknowledged() {
             Err(e) => panic!("HTTP failed: {e}"),
         }
     }
-    assert!(acked.len() >= 200, "only {} of 240 writes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 200,
+        "only {} of 240 writes acknowledged",
+        acked.len()
+    );
     println!(
         "failover: first acknowledged write {:?} after kill -9 of the leader; {unknown} unknown",
         first_ack_after_kill
@@ -351,7 +355,11 @@ async fn node_killed_during_snapshot_install_recovers() {
             .map(|j| format!(r#"{{"ts":{},"device":"d{j}","v":{k}}}"#, 10_000 + k))
             .collect();
         let r = c
-            .post(leader, "/v1/users/acme/buckets/env/data", format!("[{}]", batch.join(",")))
+            .post(
+                leader,
+                "/v1/users/acme/buckets/env/data",
+                format!("[{}]", batch.join(",")),
+            )
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
@@ -371,5 +379,8 @@ async fn node_killed_during_snapshot_install_recovers() {
     c.nodes.get_mut(&victim).unwrap().spawn();
     c.converged(&want).await;
     let s = c.status(victim).await.unwrap();
-    assert!(s["snapshot_index"].as_u64().is_some(), "caught up by snapshot: {s}");
+    assert!(
+        s["snapshot_index"].as_u64().is_some(),
+        "caught up by snapshot: {s}"
+    );
 }

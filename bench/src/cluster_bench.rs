@@ -123,8 +123,14 @@ fn thread_cpu(pid: u32) -> BTreeMap<&'static str, f64> {
         };
         let name = &stat[open + 1..close];
         let rest: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let ticks: f64 = rest.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-            + rest.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks: f64 = rest
+            .get(11)
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + rest
+                .get(12)
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
         let group = if name.starts_with("thicket-apply") {
             "apply"
         } else if name.starts_with("thicket-log") {
@@ -223,7 +229,9 @@ impl Cluster {
             bin: bin.to_path_buf(),
             _tmp: tmp,
             nodes,
-            http: reqwest::Client::builder().pool_max_idle_per_host(512).build()?,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(512)
+                .build()?,
         })
     }
 
@@ -325,10 +333,21 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
     if !r.status().is_success() {
         bail!("creating the bucket: {}", r.text().await?);
     }
-    println!("3 nodes on loopback, fsync on; leader is node {leader}; writes round-robin over all nodes");
+    println!(
+        "3 nodes on loopback, fsync on; leader is node {leader}; writes round-robin over all nodes"
+    );
     println!(
         "{:>8} {:>6} {:>12} {:>14} {:>10} | core-µs/record: {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "rec/req", "conc", "records/s", "values/s", "errors", "total", "parse+", "log", "apply", "compact"
+        "rec/req",
+        "conc",
+        "records/s",
+        "values/s",
+        "errors",
+        "total",
+        "parse+",
+        "log",
+        "apply",
+        "compact"
     );
     let ts = Arc::new(AtomicU64::new(1_000_000));
     for &size in &a.sizes {
@@ -397,7 +416,11 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
 
     // Latency: single-record writes, one at a time, through the leader and a follower.
     let leader = c.leader().await?;
-    let follower = *c.nodes.keys().find(|i| **i != leader).context("no follower")?;
+    let follower = *c
+        .nodes
+        .keys()
+        .find(|i| **i != leader)
+        .context("no follower")?;
     for (label, id) in [("leader", leader), ("follower", follower)] {
         let url = c.nodes[&id].http.clone();
         let mut lat = Vec::with_capacity(a.latency_writes);

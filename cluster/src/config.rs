@@ -135,9 +135,7 @@ impl NodeConfig {
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             max_payload_entries: self.max_payload_entries,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
-                self.snapshot_logs_since_last,
-            ),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: self.logs_kept_behind_snapshot,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             install_snapshot_timeout: 10_000,

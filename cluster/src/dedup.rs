@@ -50,7 +50,9 @@ impl OriginWindow {
 
     fn bit(&self, seq: u64) -> bool {
         let i = (seq - self.floor - 1) as usize;
-        self.bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     fn set(&mut self, seq: u64) {
@@ -177,7 +179,11 @@ mod tests {
         }
         // 1 fell out of the window unapplied: refused, never applied late or twice.
         assert_eq!(t.admit(id(1)), Verdict::Expired);
-        assert_eq!(t.admit(id(3)), Verdict::Duplicate, "applied before the jump");
+        assert_eq!(
+            t.admit(id(3)),
+            Verdict::Duplicate,
+            "applied before the jump"
+        );
         assert_eq!(t.admit(id(WINDOW + 10)), Verdict::Duplicate);
         assert_eq!(t.admit(id(WINDOW + 200)), Verdict::Apply);
         assert_eq!(t.admit(id(WINDOW + 11)), Verdict::Apply);

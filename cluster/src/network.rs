@@ -11,8 +11,8 @@ use openraft::error::{
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode};
 use std::sync::Arc;
@@ -102,12 +102,12 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<InstallSnapshotResponse<NodeId>, RE<InstallSnapshotError>> {
         match self.call(Message::InstallSnapshot(rpc), &option).await? {
             Reply::InstallSnapshot(SnapshotReply::Ok(r)) => Ok(r),
-            Reply::InstallSnapshot(SnapshotReply::Mismatch(m)) => Err(RPCError::RemoteError(
-                RemoteError::new(
+            Reply::InstallSnapshot(SnapshotReply::Mismatch(m)) => {
+                Err(RPCError::RemoteError(RemoteError::new(
                     self.target,
                     RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m)),
-                ),
-            )),
+                )))
+            }
             Reply::InstallSnapshot(SnapshotReply::Failed(e)) => Err(unreachable(e)),
             other => Err(unreachable(format!("unexpected answer {other:?}"))),
         }

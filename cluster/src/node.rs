@@ -83,26 +83,25 @@ fn storage(e: impl std::fmt::Display) -> StartError {
 impl ClusterNode {
     /// Starts a node: binds its cluster port when configured, then bootstraps.
     pub async fn start(config: NodeConfig) -> Result<ClusterNode, StartError> {
-        let transport = match (&config.cluster_bind, &config.tls) {
-            (Some(bind), Some(files)) => {
-                let tls = crate::tls::load(files, config.node_id)
-                    .map_err(|e| StartError::Transport(e.to_string()))?;
-                let addr = bind
-                    .parse()
-                    .map_err(|e| StartError::Config(format!("cluster address `{bind}`: {e}")))?;
-                Some(
-                    Transport::bind(addr, &tls)
-                        .map_err(|e| StartError::Transport(format!("binding {bind}: {e}")))?,
-                )
-            }
-            (Some(_), None) => {
-                return Err(StartError::Config(
+        let transport =
+            match (&config.cluster_bind, &config.tls) {
+                (Some(bind), Some(files)) => {
+                    let tls = crate::tls::load(files, config.node_id)
+                        .map_err(|e| StartError::Transport(e.to_string()))?;
+                    let addr = bind.parse().map_err(|e| {
+                        StartError::Config(format!("cluster address `{bind}`: {e}"))
+                    })?;
+                    Some(
+                        Transport::bind(addr, &tls)
+                            .map_err(|e| StartError::Transport(format!("binding {bind}: {e}")))?,
+                    )
+                }
+                (Some(_), None) => return Err(StartError::Config(
                     "a cluster port needs certificates (--ca, --cert, --key; see `thicket certs`)"
                         .into(),
-                ))
-            }
-            _ => None,
-        };
+                )),
+                _ => None,
+            };
         Self::start_with_transport(config, transport).await
     }
 
@@ -275,7 +274,9 @@ impl ClusterNode {
             return self.initialize(members).await;
         }
         let Some(t) = n.transport.clone() else {
-            return Err(StartError::Config("peers given without a cluster port".into()));
+            return Err(StartError::Config(
+                "peers given without a cluster port".into(),
+            ));
         };
         let majority = n.config.peers.len() / 2 + 1;
         let deadline = Instant::now() + Duration::from_millis(n.config.bootstrap_timeout_ms);
@@ -436,7 +437,11 @@ impl ClusterNode {
         }
         let engine = n.engine.clone();
         match tokio::task::spawn_blocking(move || engine.flush()).await {
-            Ok(Ok(m)) => tracing::info!("node {}: state flushed ({} marker bytes)", n.id, m.map(|m| m.len()).unwrap_or(0)),
+            Ok(Ok(m)) => tracing::info!(
+                "node {}: state flushed ({} marker bytes)",
+                n.id,
+                m.map(|m| m.len()).unwrap_or(0)
+            ),
             Ok(Err(e)) => tracing::error!("node {}: flushing the state failed: {e}", n.id),
             Err(e) => tracing::error!("node {}: flush task failed: {e}", n.id),
         }
@@ -478,11 +483,14 @@ impl Inner {
                 let timeout = Duration::from_millis(self.config.add_learner_timeout_ms);
                 match tokio::time::timeout(
                     timeout,
-                    self.raft.add_learner(id, BasicNode::new(addr.clone()), true),
+                    self.raft
+                        .add_learner(id, BasicNode::new(addr.clone()), true),
                 )
                 .await
                 {
-                    Ok(Ok(_)) => Ok(format!("node {id} ({addr}) added as a learner and caught up")),
+                    Ok(Ok(_)) => Ok(format!(
+                        "node {id} ({addr}) added as a learner and caught up"
+                    )),
                     Ok(Err(e)) => Err(fail(e)),
                     Err(_) => Err(Refusal::Failed(format!(
                         "node {id} was added as a learner but did not catch up within {} ms; \
@@ -505,18 +513,12 @@ impl Inner {
                 }
                 if is_voter {
                     self.raft
-                        .change_membership(
-                            ChangeMembers::RemoveVoters(BTreeSet::from([id])),
-                            false,
-                        )
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
                         .await
                         .map_err(fail)?;
                 } else {
                     self.raft
-                        .change_membership(
-                            ChangeMembers::RemoveNodes(BTreeSet::from([id])),
-                            false,
-                        )
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
                         .await
                         .map_err(fail)?;
                 }
@@ -560,10 +562,12 @@ impl Handler for NodeHandler {
                 return Reply::Refused("the node is stopping".into());
             };
             match msg {
-                Message::AppendEntries(rpc) => {
-                    Reply::AppendEntries(n.raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+                Message::AppendEntries(rpc) => Reply::AppendEntries(
+                    n.raft.append_entries(rpc).await.map_err(|e| e.to_string()),
+                ),
+                Message::Vote(rpc) => {
+                    Reply::Vote(n.raft.vote(rpc).await.map_err(|e| e.to_string()))
                 }
-                Message::Vote(rpc) => Reply::Vote(n.raft.vote(rpc).await.map_err(|e| e.to_string())),
                 Message::InstallSnapshot(rpc) => {
                     Reply::InstallSnapshot(match n.raft.install_snapshot(rpc).await {
                         Ok(r) => SnapshotReply::Ok(r),

@@ -189,7 +189,13 @@ async fn run(raft: Raft<TypeConfig>, b: ProposerBounds, mut rx: mpsc::Receiver<P
             let (bundles, replies): (Vec<Bundle>, Vec<_>) =
                 batch.into_iter().map(|p| (p.bundle, p.reply)).unzip();
             let n = bundles.len();
-            match raft.client_write(Request { bundles, joined: Vec::new() }).await {
+            match raft
+                .client_write(Request {
+                    bundles,
+                    joined: Vec::new(),
+                })
+                .await
+            {
                 Ok(resp) => {
                     let mut outcomes = resp.data.outcomes.into_iter();
                     for r in replies {

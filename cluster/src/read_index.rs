@@ -123,7 +123,11 @@ mod tests {
         gate.add_permits(2);
         assert_eq!(first.await.unwrap().unwrap().unwrap().index, 1);
         for t in tasks {
-            assert_eq!(t.await.unwrap().unwrap().unwrap().index, 2, "served by round 2");
+            assert_eq!(
+                t.await.unwrap().unwrap().unwrap().index,
+                2,
+                "served by round 2"
+            );
         }
         assert_eq!(rounds.load(Ordering::SeqCst), 2);
         // Phase 3: a later read gets a round of its own.

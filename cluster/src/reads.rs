@@ -48,9 +48,9 @@ fn refusal(r: Refusal) -> ReadError {
             None => "no leader is elected".into(),
         }),
         Refusal::NoQuorum(why) => ReadError::Unavailable(why),
-        Refusal::Overloaded { retry_after_ms } => {
-            ReadError::Unavailable(format!("too many reads waiting; retry in {retry_after_ms} ms"))
-        }
+        Refusal::Overloaded { retry_after_ms } => ReadError::Unavailable(format!(
+            "too many reads waiting; retry in {retry_after_ms} ms"
+        )),
         Refusal::Failed(why) => ReadError::Unavailable(why),
     }
 }
@@ -91,8 +91,11 @@ impl ClusterNode {
                         Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             let slice = left.min(Duration::from_millis(100));
-                            if let Ok(Err(_)) = tokio::time::timeout(slice, changes.changed()).await {
-                                return Err(ReadError::Unavailable("raft stopped on this node".into()));
+                            if let Ok(Err(_)) = tokio::time::timeout(slice, changes.changed()).await
+                            {
+                                return Err(ReadError::Unavailable(
+                                    "raft stopped on this node".into(),
+                                ));
                             }
                         }
                         Err(r) => return Err(refusal(r)),

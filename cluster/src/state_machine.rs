@@ -297,9 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     plan.push(bundles);
                 }
                 EntryPayload::Membership(m) => {
-                    marker
-                        .joined
-                        .retain(|id| m.get_node(id).is_some());
+                    marker.joined.retain(|id| m.get_node(id).is_some());
                     marker.membership = StoredMembership::new(Some(e.log_id), m);
                     plan.push(Vec::new());
                 }

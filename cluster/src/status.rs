@@ -88,8 +88,7 @@ impl ClusterNode {
                 }
             }
         });
-        let answers: Vec<(NodeId, Option<(NodeInfo, i64)>)> =
-            futures::future::join_all(asks).await;
+        let answers: Vec<(NodeId, Option<(NodeInfo, i64)>)> = futures::future::join_all(asks).await;
         let leader_offset = m.current_leader.and_then(|l| {
             answers
                 .iter()

@@ -11,8 +11,8 @@
 
 use crate::types::NodeId;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -70,7 +70,10 @@ pub fn node_id_of(cert: &CertificateDer<'_>) -> Result<NodeId, TlsError> {
     let mut i = 0;
     while let Some(pos) = der[i..].windows(prefix.len()).position(|w| w == prefix) {
         let start = i + pos + prefix.len();
-        let digits = der[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let digits = der[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         if digits > 0 && der[start + digits..].starts_with(suffix) {
             if let Some(id) = std::str::from_utf8(&der[start..start + digits])
                 .ok()

@@ -334,7 +334,10 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Reply, RpcError> {
         if self.faults.is_blocked(to) {
-            return Err(RpcError::Unreachable(to, "blocked by a fault switch".into()));
+            return Err(RpcError::Unreachable(
+                to,
+                "blocked by a fault switch".into(),
+            ));
         }
         let delay = *self.faults.delay_ms.read();
         if delay > 0 {
@@ -399,7 +402,10 @@ impl Transport {
 
     fn forget(&self, to: NodeId, conn: &quinn::Connection) {
         let mut conns = self.conns.lock();
-        if conns.get(&to).is_some_and(|(_, c)| c.stable_id() == conn.stable_id()) {
+        if conns
+            .get(&to)
+            .is_some_and(|(_, c)| c.stable_id() == conn.stable_id())
+        {
             conns.remove(&to);
         }
     }

@@ -10,8 +10,8 @@
 use crate::types::{Bundle, BundleOutcome, NodeId, TypeConfig};
 use openraft::error::SnapshotMismatch;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, LogId};
 use serde::{Deserialize, Serialize};
@@ -146,7 +146,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     let (v, n) = bincode::serde::decode_from_slice(b, bincode::config::standard())
         .map_err(|e| format!("undecodable cluster message: {e}"))?;
     if n != b.len() {
-        return Err(format!("{} trailing bytes after a cluster message", b.len() - n));
+        return Err(format!(
+            "{} trailing bytes after a cluster message",
+            b.len() - n
+        ));
     }
     Ok(v)
 }
@@ -205,7 +208,10 @@ mod tests {
             ForwardOutcome::Refused(Refusal::NotLeader { leader: Some(3) }),
             ForwardOutcome::Unknown("x".into()),
         ]);
-        assert_eq!(hex(&encode(&out).unwrap()), "04040000010000000101000103020178");
+        assert_eq!(
+            hex(&encode(&out).unwrap()),
+            "04040000010000000101000103020178"
+        );
         let admin = Message::Admin(AdminOp::Promote { id: 4 });
         assert_eq!(hex(&encode(&admin).unwrap()), "070104");
     }

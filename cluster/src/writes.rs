@@ -71,7 +71,9 @@ impl ClusterNode {
             return Err(WriteError::Unavailable("the node is shutting down".into()));
         }
         if let Err(e) = &n.raft.metrics().borrow().running_state {
-            return Err(WriteError::Storage(format!("raft stopped on this node: {e}")));
+            return Err(WriteError::Storage(format!(
+                "raft stopped on this node: {e}"
+            )));
         }
         let bundle = Bundle {
             id: RequestId {

@@ -68,7 +68,8 @@ impl TestCluster {
             async move { (id, ClusterNode::start_with_transport(cfg, Some(t)).await) }
         });
         for (id, r) in futures::future::join_all(starts).await {
-            c.nodes.insert(id, r.unwrap_or_else(|e| panic!("node {id}: {e}")));
+            c.nodes
+                .insert(id, r.unwrap_or_else(|e| panic!("node {id}: {e}")));
         }
         c.wait_leader().await;
         c
@@ -183,8 +184,8 @@ impl TestCluster {
                 .values()
                 .map(|n| n.raft().metrics().borrow().last_log_index)
                 .collect();
-            let ok = applied.windows(2).all(|w| w[0] == w[1])
-                && last.iter().all(|l| *l == applied[0]);
+            let ok =
+                applied.windows(2).all(|w| w[0] == w[1]) && last.iter().all(|l| *l == applied[0]);
             async move { ok }
         })
         .await;

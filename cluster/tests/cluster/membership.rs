@@ -7,7 +7,10 @@ use thicket_cluster::StartError;
 async fn learner_added_promoted_and_voter_removed_while_serving() {
     let mut c = TestCluster::start(3, default_tune).await;
     let leader = c.wait_leader().await;
-    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    c.node(leader)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
     let writer = c.node(leader).clone();
     // Writes keep flowing through the whole phase sequence.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -34,23 +37,43 @@ async fn learner_added_promoted_and_voter_removed_while_serving() {
     c.start_node(4).await.unwrap();
     let addr4 = c.addrs[&4].clone();
     // Through a follower: membership changes are forwarded to the leader.
-    let follower = *c.nodes.keys().find(|id| **id != leader && **id != 4).unwrap();
+    let follower = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader && **id != 4)
+        .unwrap();
     let msg = c.node(follower).add_learner(4, addr4).await.unwrap();
     assert!(msg.contains("learner"), "{msg}");
-    let m = c.node(leader).raft().metrics().borrow().membership_config.clone();
+    let m = c
+        .node(leader)
+        .raft()
+        .metrics()
+        .borrow()
+        .membership_config
+        .clone();
     assert!(m.membership().learner_ids().any(|i| i == 4));
 
     // Phase 2: promote it to voter.
     c.node(leader).promote(4).await.unwrap();
     until(10, "node 4 is a voter", || {
-        let m = c.node(leader).raft().metrics().borrow().membership_config.clone();
+        let m = c
+            .node(leader)
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .clone();
         let ok = m.membership().voter_ids().any(|i| i == 4);
         async move { ok }
     })
     .await;
 
     // Phase 3: remove an original voter that is not the leader.
-    let gone = *c.nodes.keys().find(|id| **id != leader && **id != 4).unwrap();
+    let gone = *c
+        .nodes
+        .keys()
+        .find(|id| **id != leader && **id != 4)
+        .unwrap();
     c.node(leader).remove(gone).await.unwrap();
     c.stop_node(gone).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -74,6 +97,10 @@ async fn learner_added_promoted_and_voter_removed_while_serving() {
         Err(e) => panic!("unexpected start error: {e}"),
         Ok(()) => panic!("a wiped voter must not start"),
     }
-    let err = StartError::WipedVoter { id: victim, peer: leader }.to_string();
+    let err = StartError::WipedVoter {
+        id: victim,
+        peer: leader,
+    }
+    .to_string();
     assert!(err.contains("learner"), "{err}");
 }

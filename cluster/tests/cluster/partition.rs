@@ -10,7 +10,10 @@ async fn partitioned_leader_refuses_and_majority_serves() {
     let c = TestCluster::start(3, default_tune).await;
     let old = c.wait_leader().await;
     let others: Vec<u64> = c.nodes.keys().copied().filter(|i| *i != old).collect();
-    c.node(old).write(create_bucket("acme", "env")).await.unwrap();
+    c.node(old)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
     c.node(old)
         .write(vec![write_record("acme", "env", "a", 1, 1.0)])
         .await
@@ -49,7 +52,9 @@ async fn partitioned_leader_refuses_and_majority_serves() {
                     assert!(m.contains("quorum"), "{m}");
                     true
                 }
-                Err(WriteError::Unknown(m)) => panic!("a refused write must say never applied: {m}"),
+                Err(WriteError::Unknown(m)) => {
+                    panic!("a refused write must say never applied: {m}")
+                }
                 Err(e) => panic!("unexpected error {e}"),
                 Ok(_) => false,
             }
@@ -86,6 +91,10 @@ async fn partitioned_leader_refuses_and_majority_serves() {
         .read_barrier(Consistency::Linearizable)
         .await
         .unwrap();
-    assert_eq!(count_records(c.node(old), "acme", "env"), 3, "no stale read");
+    assert_eq!(
+        count_records(c.node(old), "acme", "env"),
+        3,
+        "no stale read"
+    );
     c.assert_identical().await;
 }

@@ -70,11 +70,22 @@ async fn writes_through_every_node_replicate_identically() {
     c.assert_identical().await;
 
     // Phase 6: the status report names the leader and all members from any node.
-    let s = c.node(follower).status(std::time::Duration::from_secs(2)).await;
+    let s = c
+        .node(follower)
+        .status(std::time::Duration::from_secs(2))
+        .await;
     assert_eq!(s.leader, Some(leader));
     assert_eq!(s.members.len(), 3);
-    assert!(s.members.iter().all(|m| m.reachable && m.role == "voter"), "{s:?}");
-    assert!(s.members.iter().all(|m| m.clock_offset_ms.is_some_and(|o| o.abs() < 1_000)), "{s:?}");
+    assert!(
+        s.members.iter().all(|m| m.reachable && m.role == "voter"),
+        "{s:?}"
+    );
+    assert!(
+        s.members
+            .iter()
+            .all(|m| m.clock_offset_ms.is_some_and(|o| o.abs() < 1_000)),
+        "{s:?}"
+    );
     assert!(s.committed_index.is_some());
 }
 
@@ -137,7 +148,10 @@ fn tiny_admission(c: &mut thicket_cluster::NodeConfig) {
 async fn writes_beyond_the_in_flight_bound_are_refused_not_queued() {
     let c = TestCluster::start(3, tiny_admission).await;
     let leader = c.wait_leader().await;
-    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    c.node(leader)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
     let big: Vec<String> = (0..200)
         .map(|i| format!(r#"{{"ts":{i},"device":"a","v":1}}"#))
         .collect();
@@ -167,7 +181,10 @@ async fn storage_error_stops_one_node_and_restart_recovers() {
     let mut c = TestCluster::start(3, default_tune).await;
     let leader = c.wait_leader().await;
     let sick = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    c.node(leader)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
 
     // Phase 1: the follower's next apply fails.
     c.node(sick).inject_storage_failure_for_test();
@@ -176,13 +193,23 @@ async fn storage_error_stops_one_node_and_restart_recovers() {
         .await
         .unwrap();
     until(20, "the sick node's raft stopped", || {
-        let ok = c.node(sick).raft().metrics().borrow().running_state.is_err();
+        let ok = c
+            .node(sick)
+            .raft()
+            .metrics()
+            .borrow()
+            .running_state
+            .is_err();
         async move { ok }
     })
     .await;
     let s = c.node(sick).status(std::time::Duration::from_secs(1)).await;
     assert!(s.storage_error.is_some() && !s.accepting_writes, "{s:?}");
-    match c.node(sick).write(vec![write_record("acme", "env", "a", 2, 2.0)]).await {
+    match c
+        .node(sick)
+        .write(vec![write_record("acme", "env", "a", 2, 2.0)])
+        .await
+    {
         Err(thicket_cluster::WriteError::Storage(m)) => assert!(m.contains("raft stopped"), "{m}"),
         other => panic!("expected a storage error, got {other:?}"),
     }

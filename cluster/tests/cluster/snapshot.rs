@@ -14,7 +14,10 @@ async fn restarted_nodes_catch_up_from_log_and_snapshot() {
     let mut c = TestCluster::start(3, small_snapshots).await;
     let leader = c.wait_leader().await;
     let lagger = *c.nodes.keys().find(|id| **id != leader).unwrap();
-    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    c.node(leader)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
 
     // Phase 1: a short absence: the log still holds what it missed.
     c.stop_node(lagger).await;
@@ -33,7 +36,13 @@ async fn restarted_nodes_catch_up_from_log_and_snapshot() {
     let leader = c.wait_leader().await;
     for k in 10..200 {
         c.node(leader)
-            .write(vec![write_record("acme", "env", &format!("d{}", k % 7), k, k as f64)])
+            .write(vec![write_record(
+                "acme",
+                "env",
+                &format!("d{}", k % 7),
+                k,
+                k as f64,
+            )])
             .await
             .unwrap();
     }

@@ -51,9 +51,15 @@ async fn only_ca_signed_nodes_speaking_as_themselves_get_in() {
         .call_as_for_test(3, leader, &target, Message::NodeInfo, t)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("differs from its certificate"), "{err}");
+    assert!(
+        err.to_string().contains("differs from its certificate"),
+        "{err}"
+    );
 
     // Phase 4: the cluster is unharmed.
-    c.node(leader).write(create_bucket("acme", "env")).await.unwrap();
+    c.node(leader)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
     c.assert_identical().await;
 }
