@@ -422,3 +422,57 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.open_current().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RequestId;
+
+    /// Golden bytes: the marker is persisted in every replica's state.
+    #[test]
+    fn marker_encoding_is_pinned_and_v1_still_reads() {
+        let mut m = AppliedMarker {
+            last_applied: Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 7)),
+            ..Default::default()
+        };
+        assert_eq!(
+            m.dedup.admit(RequestId {
+                node: 1,
+                incarnation: 3,
+                seq: 2
+            }),
+            Verdict::Apply
+        );
+        m.joined.insert(1);
+        let hex: String = m.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0201020107000000010103000040020000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000101"
+        );
+        assert_eq!(AppliedMarker::decode(&m.encode()).unwrap(), m);
+        // Version 1 (no dedup window, no joined set) still decodes.
+        let v1 = {
+            #[derive(Serialize)]
+            struct V1 {
+                last_applied: Option<LogId<NodeId>>,
+                membership: StoredMembership<NodeId, BasicNode>,
+            }
+            let mut b = vec![1u8];
+            b.extend(
+                bincode::serde::encode_to_vec(
+                    V1 {
+                        last_applied: m.last_applied,
+                        membership: m.membership.clone(),
+                    },
+                    bincode::config::standard(),
+                )
+                .unwrap(),
+            );
+            b
+        };
+        let old = AppliedMarker::decode(&v1).unwrap();
+        assert_eq!(old.last_applied, m.last_applied);
+        assert!(old.dedup.origins.is_empty());
+        assert!(AppliedMarker::decode(&[9, 0]).is_err());
+    }
+}
