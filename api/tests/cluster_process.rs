@@ -3,164 +3,34 @@
 //! killed with SIGKILL (by the pid this test started) and restarted with the same flags.
 
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
+use thicket_chaos_tests::{Node, ProcessCluster};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thicket");
 
-/// A free loopback port for TCP (HTTP) and UDP (QUIC) alike.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-struct Node {
-    id: u64,
-    http: String,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
-            .args(&self.args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start thicket");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.starts_with("listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        // Bootstrap waits for a majority, so this returns once HTTP is up.
-        rx.recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("node {} did not start", self.id));
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, by the pid this test started.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signals only the child this test started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 struct Cluster {
-    _dir: tempfile::TempDir,
-    nodes: BTreeMap<u64, Node>,
+    pc: ProcessCluster,
     http: reqwest::Client,
-}
-
-fn certs(dir: &Path) -> PathBuf {
-    let certs = dir.join("certs");
-    let st = Command::new(BIN)
-        .args(["certs", "--dir"])
-        .arg(&certs)
-        .args(["--nodes", "1,2,3"])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    certs
 }
 
 impl Cluster {
     fn start(extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = certs(dir.path());
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-        let peers = (1..=3)
-            .map(|i| format!("{i}=127.0.0.1:{}", ports[i - 1].1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes = BTreeMap::new();
-        for id in 1..=3u64 {
-            let (http, cluster) = ports[id as usize - 1];
-            let mut args: Vec<String> = vec![
-                "serve".into(),
-                "--node-id".into(),
-                id.to_string(),
-                "--data-dir".into(),
-                dir.path().join(format!("n{id}")).display().to_string(),
-                "--http".into(),
-                format!("127.0.0.1:{http}"),
-                "--cluster".into(),
-                format!("127.0.0.1:{cluster}"),
-                "--peers".into(),
-                peers.clone(),
-                "--certs-dir".into(),
-                certs.display().to_string(),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    http: format!("127.0.0.1:{http}"),
-                    args,
-                    child: None,
-                },
-            );
-        }
-        // Start all three at once: each waits for a majority of its peers.
-        let handles: Vec<_> = nodes
-            .values_mut()
-            .map(|n| {
-                let mut n2 = Node {
-                    id: n.id,
-                    http: n.http.clone(),
-                    args: n.args.clone(),
-                    child: None,
-                };
-                std::thread::spawn(move || {
-                    n2.spawn();
-                    n2.child.take()
-                })
-            })
-            .collect();
-        for (n, h) in nodes.values_mut().zip(handles) {
-            n.child = h.join().unwrap();
-        }
         Cluster {
-            _dir: dir,
-            nodes,
+            pc: ProcessCluster::start(Path::new(BIN), 3, None, extra).expect("start 3 nodes"),
             http: reqwest::Client::new(),
         }
+    }
+
+    fn node(&mut self, id: u64) -> &mut Node {
+        self.pc.node(id)
     }
 
     async fn status(&self, id: u64) -> Option<Value> {
         let r = self
             .http
-            .get(self.nodes[&id].url("/v1/cluster"))
+            .get(self.pc.nodes[&id].url("/v1/cluster"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
@@ -174,8 +44,8 @@ impl Cluster {
         while Instant::now() < deadline {
             let mut seen = BTreeSet::new();
             let mut all = true;
-            for (id, n) in &self.nodes {
-                if n.child.is_none() {
+            for (id, n) in &self.pc.nodes {
+                if !n.is_up() {
                     continue;
                 }
                 match self.status(*id).await.and_then(|s| s["leader"].as_u64()) {
@@ -187,7 +57,7 @@ impl Cluster {
             }
             if all && seen.len() == 1 {
                 let l = *seen.iter().next().unwrap();
-                if self.nodes[&l].child.is_some() {
+                if self.pc.nodes[&l].is_up() {
                     return l;
                 }
             }
@@ -198,7 +68,7 @@ impl Cluster {
 
     async fn post(&self, id: u64, path: &str, body: String) -> reqwest::Result<reqwest::Response> {
         self.http
-            .post(self.nodes[&id].url(path))
+            .post(self.pc.nodes[&id].url(path))
             .body(body)
             .timeout(Duration::from_secs(20))
             .send()
@@ -208,7 +78,7 @@ impl Cluster {
     async fn read_ts(&self, id: u64, consistency: &str) -> Option<Vec<i64>> {
         let r = self
             .http
-            .get(self.nodes[&id].url(&format!(
+            .get(self.pc.nodes[&id].url(&format!(
                 "/v1/users/acme/buckets/env/data?items=100000&sort=asc&consistency={consistency}"
             )))
             .timeout(Duration::from_secs(20))
@@ -231,8 +101,8 @@ impl Cluster {
     async fn converged(&self, want: &[i64]) {
         let deadline = Instant::now() + Duration::from_secs(90);
         'outer: while Instant::now() < deadline {
-            for (id, n) in &self.nodes {
-                if n.child.is_some() && self.read_ts(*id, "local").await.as_deref() != Some(want) {
+            for (id, n) in &self.pc.nodes {
+                if n.is_up() && self.read_ts(*id, "local").await.as_deref() != Some(want) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue 'outer;
                 }
@@ -249,7 +119,7 @@ async fn leader_killed_under_writes_loses_nothing_acknowledged() {
     let leader = c.leader().await;
 
     // Phase 1: a bucket, created through a follower.
-    let follower = *c.nodes.keys().find(|i| **i != leader).unwrap();
+    let follower = *c.pc.nodes.keys().find(|i| **i != leader).unwrap();
     let r = c
         .post(
             follower,
@@ -267,15 +137,15 @@ async fn leader_killed_under_writes_loses_nothing_acknowledged() {
     let mut first_ack_after_kill = None;
     for k in 0..240i64 {
         if k == 60 {
-            c.nodes.get_mut(&leader).unwrap().kill9();
+            c.node(leader).kill9();
             killed_at = Some(Instant::now());
         }
-        let live: Vec<u64> = c
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.child.is_some())
-            .map(|(i, _)| *i)
-            .collect();
+        let live: Vec<u64> =
+            c.pc.nodes
+                .iter()
+                .filter(|(_, n)| n.is_up())
+                .map(|(i, _)| *i)
+                .collect();
         let via = live[k as usize % live.len()];
         let body = format!(r#"{{"ts":{},"device":"d","v":{k}}}"#, 1_000 + k);
         match c.post(via, "/v1/users/acme/buckets/env/data", body).await {
@@ -322,7 +192,7 @@ async fn leader_killed_under_writes_loses_nothing_acknowledged() {
     }
 
     // Phase 4: the killed node restarts with the same flags (no re-init) and catches up.
-    c.nodes.get_mut(&leader).unwrap().spawn();
+    c.node(leader).spawn().unwrap();
     c.converged(&got).await;
     let s = c.status(leader).await.unwrap();
     assert_eq!(s["members"].as_array().unwrap().len(), 3, "{s}");
@@ -337,7 +207,7 @@ async fn node_killed_during_snapshot_install_recovers() {
         "5",
     ]);
     let leader = c.leader().await;
-    let victim = *c.nodes.keys().find(|i| **i != leader).unwrap();
+    let victim = *c.pc.nodes.keys().find(|i| **i != leader).unwrap();
     let r = c
         .post(
             leader,
@@ -349,7 +219,7 @@ async fn node_killed_during_snapshot_install_recovers() {
     assert_eq!(r.status(), 200);
 
     // Phase 1: the victim is away while the leader writes, snapshots and purges.
-    c.nodes.get_mut(&victim).unwrap().kill9();
+    c.node(victim).kill9();
     for k in 0..120i64 {
         let batch: Vec<String> = (0..50)
             .map(|j| format!(r#"{{"ts":{},"device":"d{j}","v":{k}}}"#, 10_000 + k))
@@ -370,13 +240,13 @@ async fn node_killed_during_snapshot_install_recovers() {
     // Phase 2: restarted, it is killed again at several points of its catch-up
     // (snapshot transfer and install); each time it must come back.
     for delay_ms in [150u64, 400, 900] {
-        c.nodes.get_mut(&victim).unwrap().spawn();
+        c.node(victim).spawn().unwrap();
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        c.nodes.get_mut(&victim).unwrap().kill9();
+        c.node(victim).kill9();
     }
 
     // Phase 3: the last restart catches up fully.
-    c.nodes.get_mut(&victim).unwrap().spawn();
+    c.node(victim).spawn().unwrap();
     c.converged(&want).await;
     let s = c.status(victim).await.unwrap();
     assert!(

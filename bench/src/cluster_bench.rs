@@ -9,12 +9,11 @@
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thicket_chaos_tests::ProcessCluster;
 
 /// Cluster benchmark options.
 #[derive(clap::Args, Debug)]
@@ -40,70 +39,6 @@ pub struct ClusterArgs {
     /// Where the nodes keep their data (a temp dir by default).
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("no free port")
-}
-
-struct Node {
-    id: u64,
-    http: String,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn spawn(&mut self, bin: &Path) -> Result<()> {
-        let mut child = Command::new(bin)
-            .args(&self.args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting thicket")?;
-        let out = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if line.starts_with("listening on ") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        self.child = Some(child);
-        rx.recv_timeout(Duration::from_secs(120))
-            .with_context(|| format!("node {} did not start", self.id))
-    }
-
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signals only the child this benchmark started, by its pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: as above; SIGTERM lets it flush.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let _ = c.wait();
-        }
-    }
 }
 
 /// CPU seconds per thread-name group of one process, from /proc.
@@ -146,89 +81,14 @@ fn thread_cpu(pid: u32) -> BTreeMap<&'static str, f64> {
 }
 
 struct Cluster {
-    bin: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
-    nodes: BTreeMap<u64, Node>,
+    pc: ProcessCluster,
     http: reqwest::Client,
 }
 
 impl Cluster {
     fn start(bin: &Path, dir: Option<PathBuf>) -> Result<Cluster> {
-        let (tmp, root) = match dir {
-            Some(d) => (None, d),
-            None => {
-                let t = tempfile::tempdir()?;
-                let p = t.path().to_path_buf();
-                (Some(t), p)
-            }
-        };
-        let certs = root.join("certs");
-        let st = Command::new(bin)
-            .args(["certs", "--dir"])
-            .arg(&certs)
-            .args(["--nodes", "1,2,3"])
-            .stdout(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("thicket certs failed");
-        }
-        let mut ports = Vec::new();
-        for _ in 0..3 {
-            ports.push((free_port()?, free_port()?));
-        }
-        let peers = (1..=3)
-            .map(|i| format!("{i}=127.0.0.1:{}", ports[i - 1].1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes = BTreeMap::new();
-        for id in 1..=3u64 {
-            let (http, cluster) = ports[id as usize - 1];
-            nodes.insert(
-                id,
-                Node {
-                    id,
-                    http: format!("127.0.0.1:{http}"),
-                    args: vec![
-                        "serve".into(),
-                        "--node-id".into(),
-                        id.to_string(),
-                        "--data-dir".into(),
-                        root.join(format!("n{id}")).display().to_string(),
-                        "--http".into(),
-                        format!("127.0.0.1:{http}"),
-                        "--cluster".into(),
-                        format!("127.0.0.1:{cluster}"),
-                        "--peers".into(),
-                        peers.clone(),
-                        "--certs-dir".into(),
-                        certs.display().to_string(),
-                    ],
-                    child: None,
-                },
-            );
-        }
-        // All three at once: each waits for a majority.
-        let bin2 = bin.to_path_buf();
-        let handles: Vec<_> = nodes
-            .values()
-            .map(|n| {
-                let mut n2 = Node {
-                    id: n.id,
-                    http: n.http.clone(),
-                    args: n.args.clone(),
-                    child: None,
-                };
-                let b = bin2.clone();
-                std::thread::spawn(move || n2.spawn(&b).map(|_| n2.child.take()))
-            })
-            .collect();
-        for (n, h) in nodes.values_mut().zip(handles) {
-            n.child = h.join().map_err(|_| anyhow::anyhow!("start thread"))??;
-        }
         Ok(Cluster {
-            bin: bin.to_path_buf(),
-            _tmp: tmp,
-            nodes,
+            pc: ProcessCluster::start(bin, 3, dir, &[])?,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(512)
                 .build()?,
@@ -238,7 +98,7 @@ impl Cluster {
     async fn leader(&self) -> Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            for n in self.nodes.values().filter(|n| n.child.is_some()) {
+            for n in self.pc.nodes.values().filter(|n| n.is_up()) {
                 let r = self
                     .http
                     .get(format!("http://{}/v1/cluster", n.http))
@@ -260,7 +120,7 @@ impl Cluster {
 
     fn cpu(&self) -> BTreeMap<&'static str, f64> {
         let mut total = BTreeMap::new();
-        for n in self.nodes.values() {
+        for n in self.pc.nodes.values() {
             if let Some(pid) = n.pid() {
                 for (k, v) in thread_cpu(pid) {
                     *total.entry(k).or_insert(0.0) += v;
@@ -313,6 +173,9 @@ pub fn run(a: ClusterArgs) -> Result<()> {
             bin.display()
         );
     }
+    // The nodes inherit it: errors only, so drills do not flood the report. Set before
+    // any thread starts.
+    std::env::set_var("RUST_LOG", "error");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -323,7 +186,7 @@ pub fn run(a: ClusterArgs) -> Result<()> {
 async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
     let mut c = Cluster::start(&bin, a.dir.clone())?;
     let leader = c.leader().await?;
-    let urls: Vec<String> = c.nodes.values().map(|n| n.http.clone()).collect();
+    let urls: Vec<String> = c.pc.nodes.values().map(|n| n.http.clone()).collect();
     let r = c
         .http
         .post(format!("http://{}/v1/users/bench/buckets", urls[0]))
@@ -417,12 +280,13 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
     // Latency: single-record writes, one at a time, through the leader and a follower.
     let leader = c.leader().await?;
     let follower = *c
+        .pc
         .nodes
         .keys()
         .find(|i| **i != leader)
         .context("no follower")?;
     for (label, id) in [("leader", leader), ("follower", follower)] {
-        let url = c.nodes[&id].http.clone();
+        let url = c.pc.nodes[&id].http.clone();
         let mut lat = Vec::with_capacity(a.latency_writes);
         for _ in 0..a.latency_writes {
             let base = ts.fetch_add(1, Ordering::Relaxed) as i64;
@@ -451,12 +315,12 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
     let mut times = Vec::new();
     for drill in 0..a.drills {
         let leader = c.leader().await?;
-        let survivors: Vec<String> = c
-            .nodes
-            .values()
-            .filter(|n| n.id != leader)
-            .map(|n| n.http.clone())
-            .collect();
+        let survivors: Vec<String> =
+            c.pc.nodes
+                .values()
+                .filter(|n| n.id != leader)
+                .map(|n| n.http.clone())
+                .collect();
         let acked_after_kill = Arc::new(slot::Slot::default());
         let killed_at = Arc::new(slot::Slot::default());
         let stop_at = Instant::now() + Duration::from_secs(15);
@@ -489,7 +353,7 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         killed_at.set_once(Instant::now());
-        c.nodes.get_mut(&leader).context("leader")?.kill9();
+        c.pc.node(leader).kill9();
         for t in tasks {
             let _ = t.await;
         }
@@ -497,8 +361,7 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
             (Some(k), Some(a)) => times.push(a.duration_since(k)),
             _ => println!("drill {drill}: no acknowledged write within 15 s"),
         }
-        let bin = c.bin.clone();
-        c.nodes.get_mut(&leader).context("leader")?.spawn(&bin)?;
+        c.pc.node(leader).spawn()?;
         // Let the restarted node catch up before the next drill.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
