@@ -64,15 +64,16 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
-    /// Raft heartbeat interval [default: 50].
+    /// Raft heartbeat interval [default: 40].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
-    /// Raft election timeout, lower bound [default: 300].
+    /// Raft election timeout, lower bound [default: 200].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub election_timeout_min_ms: Option<u64>,
-    /// Raft election timeout, upper bound [default: 600].
+    /// Raft election timeout, upper bound [default: 400]. A follower stands for election
+    /// after this plus a random timeout without a heartbeat.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub election_timeout_max_ms: Option<u64>,
@@ -295,7 +296,7 @@ mod tests {
         assert_eq!(s.node_id, 2, "from the file");
         assert_eq!(s.http, "127.0.0.1:9001", "flags win over the file");
         assert_eq!(s.heartbeat_ms, 40);
-        assert_eq!(s.election_timeout_max_ms, 600, "default kept");
+        assert_eq!(s.election_timeout_max_ms, 400, "default kept");
         assert!(Settings::resolve(&ServeArgs {
             config: Some(dir.path().join("missing.toml")),
             ..Default::default()

@@ -63,9 +63,11 @@ impl NodeConfig {
             cluster_advertise: None,
             peers: Vec::new(),
             tls: None,
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            // openraft 0.9: a follower waits lease (= max) + a random timeout before it
+            // stands, so detection takes 1.5–2 × max: 200–400 ms gives 0.6–0.8 s.
+            heartbeat_ms: 40,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
             logs_kept_behind_snapshot: 5_000,
             snapshot_chunk_bytes: 4 << 20,

@@ -1,6 +1,9 @@
 //! A follower's side of writes: bundles bound for the leader travel batched, many
 //! bundles per `Forward` RPC, with a bounded number of RPCs in flight (the follower's
 //! share of group commit). Each bundle's caller gets its own outcome.
+//!
+//! Each target has its own lane (queue, slots, gathering): RPCs stuck on a leader that
+//! died hold only that lane's slots, so forwards to its successor leave at once.
 
 use crate::transport::{RpcError, Transport};
 use crate::types::{Bundle, NodeId};
@@ -77,7 +80,42 @@ impl Forwarder {
     }
 }
 
+/// Targets with a lane at most (a lane whose queue closed is replaced).
+const LANES_MAX: usize = 64;
+
 async fn run(t: Arc<Transport>, b: ForwardBounds, mut rx: mpsc::Receiver<Pending>) {
+    let mut lanes: std::collections::HashMap<(NodeId, String), mpsc::Sender<Pending>> =
+        std::collections::HashMap::new();
+    while let Some(p) = rx.recv().await {
+        let key = (p.to, p.addr.clone());
+        if lanes.len() >= LANES_MAX && !lanes.contains_key(&key) {
+            lanes.retain(|_, tx| !tx.is_closed());
+            if lanes.len() >= LANES_MAX {
+                let _ = p.reply.send(Err(RpcError::Unreachable(
+                    p.to,
+                    "too many forward targets at once".into(),
+                )));
+                continue;
+            }
+        }
+        let lane = lanes.entry(key).or_insert_with(|| {
+            let (tx, lane_rx) = mpsc::channel(QUEUE_BUNDLES_MAX);
+            tokio::spawn(lane(t.clone(), b.clone(), lane_rx));
+            tx
+        });
+        if let Err(mpsc::error::TrySendError::Full(p) | mpsc::error::TrySendError::Closed(p)) =
+            lane.try_send(p)
+        {
+            let _ = p.reply.send(Err(RpcError::Unreachable(
+                p.to,
+                "the forward queue of this node is full".into(),
+            )));
+        }
+    }
+}
+
+/// One target's forwarding: gathers what queued while its slots were busy.
+async fn lane(t: Arc<Transport>, b: ForwardBounds, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(b.in_flight_max.max(1)));
     let mut carry: Option<Pending> = None;
     loop {
@@ -91,14 +129,17 @@ async fn run(t: Arc<Transport>, b: ForwardBounds, mut rx: mpsc::Receiver<Pending
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        // One RPC goes to one leader; a bundle for another target starts the next RPC.
+        if first.reply.is_closed() {
+            continue; // its caller gave up (e.g. moved on to a new leader): never sent
+        }
         let (to, addr) = (first.to, first.addr.clone());
         let mut bytes = first.bytes;
         let mut deadline = first.deadline;
         let mut batch = vec![first];
         while batch.len() < b.bundles_max && bytes < b.bytes_max {
             match rx.try_recv() {
-                Ok(p) if p.to == to && p.addr == addr && bytes + p.bytes <= b.bytes_max => {
+                Ok(p) if p.reply.is_closed() => {}
+                Ok(p) if bytes + p.bytes <= b.bytes_max => {
                     bytes += p.bytes;
                     deadline = deadline.max(p.deadline);
                     batch.push(p);
