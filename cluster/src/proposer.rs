@@ -33,10 +33,19 @@ struct Pending {
     reply: oneshot::Sender<ForwardOutcome>,
 }
 
-/// A submitted bundle: await its outcome, or withdraw it.
+/// A submitted bundle: await its outcome, or withdraw it. Dropping it (the caller gave
+/// up, e.g. its HTTP client went away) withdraws a bundle still queued, so abandoned
+/// writes are not proposed later: admission control releases their bytes at that moment,
+/// and the queue must not outgrow what it admits.
 pub struct Ticket {
     state: Arc<AtomicU8>,
     rx: oneshot::Receiver<ForwardOutcome>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.withdraw();
+    }
 }
 
 impl Ticket {
