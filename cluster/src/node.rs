@@ -245,11 +245,6 @@ impl ClusterNode {
         self.inner.sm.inject_apply_failure();
     }
 
-    /// The configuration this node runs with.
-    pub fn config(&self) -> &NodeConfig {
-        &self.inner.config
-    }
-
     /// The address peers reach this node's cluster port at.
     pub fn cluster_addr(&self) -> &str {
         &self.inner.advertise

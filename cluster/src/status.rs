@@ -59,6 +59,8 @@ impl ClusterNode {
     /// `timeout` per member, all at once).
     pub async fn status(&self, timeout: Duration) -> ClusterStatus {
         let n = &*self.inner;
+        // This node's own view, once: its member row and the report's header.
+        let me = n.info().await;
         let m = n.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
@@ -67,11 +69,12 @@ impl ClusterNode {
             .map(|(id, node)| (*id, node.addr.clone()))
             .collect();
         // Each member's own info and its clock offset from this node.
+        let me_ref = &me;
         let asks = members.iter().map(|(id, addr)| {
             let (id, addr) = (*id, addr.clone());
             async move {
                 if id == n.id {
-                    return (id, Some((n.info().await, 0i64)));
+                    return (id, Some((me_ref.clone(), 0i64)));
                 }
                 let Some(t) = &n.transport else {
                     return (id, None);
@@ -143,15 +146,15 @@ impl ClusterNode {
                 }
             })
             .collect();
-        let storage_error = m.running_state.as_ref().err().map(|e| e.to_string());
+        let storage_error = me.storage_error.clone();
         ClusterStatus {
-            node_id: n.id,
-            state: format!("{:?}", m.state),
-            leader: m.current_leader,
-            term: m.current_term,
-            last_log_index: m.last_log_index,
-            committed_index: n.log.committed_index(),
-            applied_index: m.last_applied.map(|l| l.index),
+            node_id: me.id,
+            state: me.state.clone(),
+            leader: me.leader,
+            term: me.term,
+            last_log_index: me.last_log_index,
+            committed_index: me.committed_index,
+            applied_index: me.applied_index,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
