@@ -173,9 +173,11 @@ pub fn run(a: ClusterArgs) -> Result<()> {
             bin.display()
         );
     }
-    // The nodes inherit it: errors only, so drills do not flood the report. Set before
-    // any thread starts.
-    std::env::set_var("RUST_LOG", "error");
+    // The nodes inherit it: errors only, so drills do not flood the report, unless
+    // THICKET_BENCH_NODE_LOG asks for more (e.g. `openraft=info` to time elections).
+    // Set before any thread starts.
+    let node_log = std::env::var("THICKET_BENCH_NODE_LOG").unwrap_or_else(|_| "error".into());
+    std::env::set_var("RUST_LOG", node_log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -358,7 +360,15 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
             let _ = t.await;
         }
         match (killed_at.get(), acked_after_kill.get()) {
-            (Some(k), Some(a)) => times.push(a.duration_since(k)),
+            (Some(k), Some(a)) => {
+                let d = a.duration_since(k);
+                eprintln!(
+                    "drill {drill}: killed node {leader} at {} (unix ms); first acknowledged write after {} ms",
+                    unix_ms_at(k),
+                    d.as_millis()
+                );
+                times.push(d);
+            }
             _ => println!("drill {drill}: no acknowledged write within 15 s"),
         }
         c.pc.node(leader).spawn()?;
@@ -396,4 +406,13 @@ mod slot {
             self.0.lock().ok().and_then(|g| *g)
         }
     }
+}
+
+/// Wall-clock time (unix ms) of an `Instant` in the past, to line up with node logs.
+fn unix_ms_at(t: Instant) -> u128 {
+    let ago = t.elapsed();
+    (std::time::SystemTime::now() - ago)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }

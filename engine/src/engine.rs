@@ -12,11 +12,13 @@
 //! log replays the rest. [`Engine::flush`] makes the current marker durable.
 //!
 //! Submodules: `apply` (the write path), `load` (indexes rebuilt at open), `read`
-//! (bucket reads, SQL tables, catalog reads), `snapshot` (checkpoint and install).
+//! (bucket reads, SQL tables, catalog reads), `rollup` (how rollup windows compose and
+//! which of them live only in memory), `snapshot` (checkpoint and install).
 
 mod apply;
 mod load;
 mod read;
+mod rollup;
 mod snapshot;
 
 pub use read::{RawRow, RawRows, ReadResult};
@@ -25,7 +27,6 @@ pub use snapshot::read_marker_at;
 use crate::catalog::BucketDoc;
 use crate::error::{EngineError, EngineResult};
 use crate::keys::{self, ALL_CFS};
-use crate::stats::Stats;
 use crate::value::FieldType;
 use parking_lot::RwLock;
 use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
@@ -86,7 +87,7 @@ pub(crate) struct BucketView {
     pub(crate) doc: BucketDoc,
     /// Index = field id.
     pub(crate) fields: Vec<FieldDef>,
-    pub(crate) field_ids: HashMap<String, u16>,
+    pub(crate) field_ids: rustc_hash::FxHashMap<String, u16>,
     /// Index = series id; tag values in `doc.config.tags` order.
     pub(crate) series: Vec<Vec<String>>,
 }
@@ -104,15 +105,12 @@ pub(crate) struct BucketHot {
     pub(crate) series_index: rustc_hash::FxHashMap<Vec<String>, u32>,
     /// Newest timestamp per series (`i64::MIN` when it has none).
     pub(crate) last_ts: Vec<i64>,
-    /// Newest rollup window per series and level, as stored.
-    pub(crate) open: Vec<[Option<OpenWindow>; 3]>,
-}
-
-/// The newest rollup row of one series at one level.
-#[derive(Clone, Debug)]
-pub(crate) struct OpenWindow {
-    pub(crate) start: i64,
-    pub(crate) stats: Vec<(u16, Stats)>,
+    /// Per series: its newest record, encoded (empty when it has none). Kept here
+    /// instead of in a column family: rewriting a row per series per batch cost a put
+    /// per record, and reading those rows back meant skipping their many versions.
+    pub(crate) newest: Vec<Vec<u8>>,
+    /// Per series: the newest rollup windows, which live in memory only (see `rollup`).
+    pub(crate) roll: Vec<rollup::SeriesRoll>,
 }
 
 impl Engine {

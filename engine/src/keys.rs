@@ -6,8 +6,10 @@
 //!   `[0x02][bucket u32]` bucket internals: `[0x01][field u16]` field registry,
 //!   `[0x02][series u32]` series tag values.
 //! - `series`: `[bucket u32][series u32][ts]` → encoded record.
-//! - `rollups`: `[bucket u32][series u32][level u8][window start]` → per-field [`Stats`](crate::stats::Stats).
-//! - `latest`: `[bucket u32][series u32]` → `[ts][encoded record]`, the newest record.
+//! - `rollups`: `[bucket u32][series u32][level u8][window start]` → per-field [`Stats`](crate::stats::Stats),
+//!   for every window except each series' newest per level (those live in memory).
+//! - `latest`: unused since format 2 (the newest record of each series lives in memory);
+//!   still opened so that a format-1 database opens far enough to report its version.
 //!
 //! Timestamps are i64 with the sign bit flipped, so negative times sort first.
 
@@ -19,8 +21,10 @@ pub const CF_LATEST: &str = "latest";
 /// Every column family, in checksum order.
 pub const ALL_CFS: [&str; 4] = [CF_META, CF_SERIES, CF_ROLLUPS, CF_LATEST];
 
-/// Format of this database's layout; checked at open and in snapshots.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format of this database's layout; checked at open and in snapshots. 2: the newest
+/// rollup window of each series is no longer stored, and hour/day rows are folds of
+/// their children.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const KEY_FORMAT: &[u8] = b"\x00format";
 pub const KEY_APPLIED: &[u8] = b"\x00applied";

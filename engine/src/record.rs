@@ -15,7 +15,7 @@ use crate::limits::{
     FIELD_NAME_BYTES_MAX, RECORDS_PER_COMMAND_MAX, RECORD_BYTES_MAX, RECORD_DEPTH_MAX,
     RECORD_FIELDS_MAX, TAG_VALUE_BYTES_MAX,
 };
-use crate::value::Value;
+use crate::value::{Num, Value};
 use serde_json::Value as Json;
 
 /// One parsed record.
@@ -267,6 +267,66 @@ fn put_float(out: &mut Vec<u8>, f: f64) {
     }
     out.push(T_F64);
     out.extend_from_slice(&f.to_le_bytes());
+}
+
+/// Appends a number: an integer as a zigzag varint, a float as in records (a short
+/// decimal when that round-trips, else 8 bytes). Used by rollup rows.
+pub(crate) fn put_num(out: &mut Vec<u8>, n: Num) {
+    match n {
+        Num::I(i) => {
+            out.push(T_INT);
+            put_varint(out, zigzag(i));
+        }
+        Num::F(f) => put_float(out, f),
+    }
+}
+
+/// Appends a varint (used by rollup rows).
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, v: u64) {
+    put_varint(out, v)
+}
+
+/// Appends a signed varint (zigzag; used by rollup rows).
+pub(crate) fn put_ivarint(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, zigzag(v))
+}
+
+/// Reads a varint written by [`put_uvarint`], advancing `buf`.
+pub(crate) fn get_uvarint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Reads a signed varint written by [`put_ivarint`].
+pub(crate) fn get_ivarint(buf: &mut &[u8]) -> Option<i64> {
+    get_uvarint(buf).map(unzigzag)
+}
+
+/// Reads a number written by [`put_num`].
+pub(crate) fn get_num(buf: &mut &[u8]) -> Option<Num> {
+    let (&tag, rest) = buf.split_first()?;
+    *buf = rest;
+    match tag {
+        T_INT => get_ivarint(buf).map(Num::I),
+        T_F64 => {
+            let (b, rest) = buf.split_first_chunk::<8>()?;
+            *buf = rest;
+            Some(Num::F(f64::from_le_bytes(*b)))
+        }
+        t if (T_DEC0..=T_DEC0 + DEC_MAX).contains(&t) => {
+            let m = get_ivarint(buf)?;
+            Some(Num::F(m as f64 / POW10[(t - T_DEC0) as usize]))
+        }
+        _ => None,
+    }
 }
 
 /// Appends the encoding of `fields` (field id, value) to `out`.

@@ -6,26 +6,31 @@
 //! equivalent to applying its commands one by one. Each command validates everything
 //! before it changes anything, so a rejected command leaves no trace.
 //!
-//! Rollups, the hot path: a record newer than its series' newest timestamp reads
-//! nothing. Its rollup windows start from the in-memory newest window (or empty) and
-//! are written once per batch per touched (series, level, window). A late record reads
-//! whether it replaces one: if not, its windows merge it in (one read per window); if it
-//! does, the windows are recomputed from raw rows at the end of the batch.
+//! Rollups (definitions in `rollup.rs`), the hot path: a record newer than its series'
+//! newest timestamp reads nothing and writes no rollup row; it goes into the series'
+//! in-memory 15-minute window. When a series moves past a window, that window's row is
+//! written once and folded into the level above. A late or replacing record marks its
+//! 15-minute window; at the end of the batch the marked windows and the windows above
+//! them are recomputed (raw rows for 15 minutes, child rows above).
 
-use super::load::{decode_rollup, encode_rollup, encode_tag_values};
-use super::{cf, BucketHot, BucketView, Engine, FieldDef, OpenWindow, State};
+use super::load::{encode_rollup, encode_tag_values};
+use super::rollup::{
+    child, fold, merge_row, parent, row_from_records, stored_records, stored_rows, to_types, Row,
+    SeriesRoll,
+};
+use super::{cf, BucketHot, BucketView, Engine, FieldDef, State};
 use crate::aggregate::RollupLevel;
 use crate::catalog::{self, BucketDoc};
 use crate::command::{Command, DocKind, Output, PutMode};
 use crate::error::{CommandError, EngineError, EngineResult};
 use crate::keys;
 use crate::limits::{BUCKET_FIELDS_MAX, SERIES_PER_BUCKET_MAX};
-use crate::record::{self, decode_all};
+use crate::record;
 use crate::stats::Stats;
 use crate::value::{FieldType, Num, Value};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 type CmdResult = Result<Output, CommandError>;
@@ -78,8 +83,6 @@ struct Batch<'a> {
     rollups: FxHashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
     /// Rollup windows to recompute from raw rows at the end (a record was replaced).
     recompute: BTreeSet<RollupKey>,
-    /// Newest row per series: `Some(ts)` rewrites it from `records`, `None` deletes it.
-    latest: FxHashMap<(u32, u32), Option<i64>>,
     /// Per bucket: rows older than this were expired earlier in this batch.
     expired: FxHashMap<u32, i64>,
 }
@@ -93,7 +96,6 @@ impl<'a> Batch<'a> {
             records: FxHashMap::default(),
             rollups: FxHashMap::default(),
             recompute: BTreeSet::new(),
-            latest: FxHashMap::default(),
             expired: FxHashMap::default(),
         }
     }
@@ -382,7 +384,7 @@ impl<'a> Batch<'a> {
                 bucket: bucket.to_string(),
                 doc: bdoc,
                 fields: Vec::new(),
-                field_ids: HashMap::new(),
+                field_ids: Default::default(),
                 series: Vec::new(),
             }),
         );
@@ -454,14 +456,13 @@ impl<'a> Batch<'a> {
         self.range_deletes
             .push((keys::CF_META, internal, internal_end));
         let prefix = bid.to_be_bytes();
-        for name in [keys::CF_SERIES, keys::CF_ROLLUPS, keys::CF_LATEST] {
+        for name in [keys::CF_SERIES, keys::CF_ROLLUPS] {
             self.range_deletes
                 .push((name, prefix.to_vec(), keys::prefix_end(&prefix)));
         }
         self.records.retain(|(b, _), _| *b != bid);
         self.rollups.retain(|(b, ..), _| *b != bid);
         self.recompute.retain(|(b, ..)| *b != bid);
-        self.latest.retain(|(b, _), _| *b != bid);
     }
 
     fn expire(
@@ -492,14 +493,13 @@ impl<'a> Batch<'a> {
                     keys::rollup_key(bid, sid, level as u8, i64::MIN).to_vec(),
                     keys::rollup_key(bid, sid, level as u8, before).to_vec(),
                 ));
-                let open = &mut hot.open[sid as usize][level as usize];
-                if open.as_ref().is_some_and(|o| o.start < before) {
-                    *open = None;
-                }
             }
+            // `before` is a day boundary: either every in-memory window of the series is
+            // older (it has nothing left) or none is.
             if hot.last_ts[sid as usize] < before {
                 hot.last_ts[sid as usize] = i64::MIN;
-                self.latest.insert((bid, sid), None);
+                hot.roll[sid as usize] = SeriesRoll::default();
+                hot.newest[sid as usize] = Vec::new();
             }
         }
         for ((b, _), rows) in self.records.iter_mut() {
@@ -571,6 +571,9 @@ impl<'a> Batch<'a> {
             view.fields.push(FieldDef { name, ty });
         }
         for fid in plan.promoted {
+            for roll in hot.roll.iter_mut() {
+                roll.promote(fid);
+            }
             let f = &mut view.fields[fid as usize];
             f.ty = FieldType::Float;
             let mut v = vec![FieldType::Float as u8];
@@ -590,7 +593,8 @@ impl<'a> Batch<'a> {
                     view.series.push(rec.tags.clone());
                     hot.series_index.insert(rec.tags.clone(), s);
                     hot.last_ts.push(i64::MIN);
-                    hot.open.push([None, None, None]);
+                    hot.roll.push(SeriesRoll::default());
+                    hot.newest.push(Vec::new());
                     s
                 }
             };
@@ -627,205 +631,204 @@ impl<'a> Batch<'a> {
         nums: &[(u16, Num)],
     ) -> EngineResult<()> {
         let last = hot.last_ts[sid as usize];
-        let replaced = ts <= last && self.record_exists(bid, sid, ts)?;
+        if ts >= last {
+            hot.newest[sid as usize] = bytes.clone();
+        }
         self.records
             .entry((bid, sid))
             .or_default()
             .insert(ts, bytes);
-        if ts >= last {
-            hot.last_ts[sid as usize] = ts;
-            self.latest.insert((bid, sid), Some(ts));
-        }
-        if nums.is_empty() && !replaced {
+        if ts <= last {
+            // Late or replacing: its 15-minute window (and the windows above it) are
+            // recomputed from raw rows at the end of the batch, which keeps every row
+            // equal to its definition whatever order records arrive in.
+            self.recompute.insert((
+                bid,
+                sid,
+                RollupLevel::M15 as u8,
+                RollupLevel::M15.window_start(ts),
+            ));
             return Ok(());
         }
-        for level in RollupLevel::ALL {
-            let key = (bid, sid, level as u8, level.window_start(ts));
-            if replaced {
-                self.recompute.insert(key);
-                continue;
+        hot.last_ts[sid as usize] = ts;
+        let roll = &mut hot.roll[sid as usize];
+        if last != i64::MIN {
+            self.close_windows(roll, bid, sid, last, ts);
+        }
+        for (fid, n) in nums {
+            match roll.m15.iter_mut().find(|(f, _)| f == fid) {
+                Some((_, s)) => s.push(ts, *n),
+                None => roll.m15.push((*fid, Stats::single(ts, *n))),
             }
-            let row = self.rollup_row(hot, key)?;
-            for (fid, n) in nums {
-                match row.iter_mut().find(|(f, _)| f == fid) {
-                    Some((_, s)) => s.push(ts, *n),
-                    None => row.push((*fid, Stats::single(ts, *n))),
+        }
+        Ok(())
+    }
+
+    /// The series moves from `last` to the newer `ts`: every in-memory window that does
+    /// not hold `ts` is complete; its row is written and folded into the level above.
+    fn close_windows(&mut self, roll: &mut SeriesRoll, bid: u32, sid: u32, last: i64, ts: i64) {
+        let (m15, h1, d1) = (RollupLevel::M15, RollupLevel::H1, RollupLevel::D1);
+        if m15.window_start(last) == m15.window_start(ts) {
+            return;
+        }
+        let row15 = std::mem::take(&mut roll.m15);
+        if h1.window_start(last) == h1.window_start(ts) {
+            merge_row(&mut roll.h1_closed, &row15);
+            self.put_closed((bid, sid, m15 as u8, m15.window_start(last)), row15);
+            return;
+        }
+        let mut row1h = std::mem::take(&mut roll.h1_closed);
+        merge_row(&mut row1h, &row15);
+        self.put_closed((bid, sid, m15 as u8, m15.window_start(last)), row15);
+        if d1.window_start(last) == d1.window_start(ts) {
+            merge_row(&mut roll.d1_closed, &row1h);
+            self.put_closed((bid, sid, h1 as u8, h1.window_start(last)), row1h);
+            return;
+        }
+        let mut row1d = std::mem::take(&mut roll.d1_closed);
+        merge_row(&mut row1d, &row1h);
+        self.put_closed((bid, sid, h1 as u8, h1.window_start(last)), row1h);
+        self.put_closed((bid, sid, d1 as u8, d1.window_start(last)), row1d);
+    }
+
+    /// The row of a window that was in memory until now (so none is stored).
+    fn put_closed(&mut self, key: RollupKey, row: Row) {
+        if !row.is_empty() {
+            self.rollups.insert(key, Some(row));
+        }
+    }
+
+    /// A row to write (an empty one deletes the window's row).
+    fn put_rollup(&mut self, key: RollupKey, row: Row) {
+        self.rollups
+            .insert(key, if row.is_empty() { None } else { Some(row) });
+    }
+
+    /// Recomputes the windows touched by late or replacing records, finest level first:
+    /// a window's row from raw rows or from its children (this batch's rows over the
+    /// database's); a series' newest window updates memory instead of being written.
+    fn recompute_all(&mut self, st: &mut State) -> EngineResult<()> {
+        while let Some(key) = self.recompute.pop_first() {
+            let (bid, sid, level, ws) = key;
+            let level = RollupLevel::from_u8(level)
+                .ok_or_else(|| EngineError::Corrupt("rollup level".into()))?;
+            let (Some(view), Some(hot)) = (st.views.get(&bid), st.hot.get_mut(&bid)) else {
+                continue; // the bucket was deleted later in the batch
+            };
+            let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
+            let last = hot.last_ts[sid as usize];
+            let is_open = last != i64::MIN && level.window_start(last) == ws;
+            let end = ws.saturating_add(level.len_ms());
+            match child(level) {
+                None => {
+                    let row = self.row_from_raw(bid, sid, ws, end, &types)?;
+                    if is_open {
+                        hot.roll[sid as usize].m15 = row;
+                    } else {
+                        self.put_rollup(key, row);
+                    }
+                }
+                Some(c) => {
+                    // The newest window's closed part stops where its newest child starts.
+                    let to = if is_open { c.window_start(last) } else { end };
+                    let mut row = self.fold_children(bid, sid, c, ws, to)?;
+                    to_types(&mut row, &types);
+                    match (is_open, level) {
+                        (true, RollupLevel::H1) => hot.roll[sid as usize].h1_closed = row,
+                        (true, _) => hot.roll[sid as usize].d1_closed = row,
+                        (false, _) => self.put_rollup(key, row),
+                    }
+                }
+            }
+            if !is_open {
+                if let Some(p) = parent(level) {
+                    self.recompute
+                        .insert((bid, sid, p as u8, p.window_start(ws)));
                 }
             }
         }
         Ok(())
     }
 
-    fn record_exists(&self, bid: u32, sid: u32, ts: i64) -> EngineResult<bool> {
-        if let Some(rows) = self.records.get(&(bid, sid)) {
-            if rows.contains_key(&ts) {
-                return Ok(true);
-            }
-        }
-        if self.expired.get(&bid).is_some_and(|b| ts < *b) {
-            return Ok(false);
-        }
-        let found = self
-            .db
-            .get_pinned_cf(
-                cf(self.db, keys::CF_SERIES)?,
-                keys::record_key(bid, sid, ts),
-            )
-            .map_err(EngineError::rocks("reading a replaced record"))?;
-        Ok(found.is_some())
+    /// Floor below which this batch expired the bucket's rows.
+    fn floor(&self, bid: u32) -> i64 {
+        self.expired.get(&bid).copied().unwrap_or(i64::MIN)
     }
 
-    /// The batch's copy of a rollup row, loaded on first touch: from the in-memory newest
-    /// window, empty when newer than it, else read from the database.
-    fn rollup_row(
-        &mut self,
-        hot: &BucketHot,
-        key: RollupKey,
-    ) -> EngineResult<&mut Vec<(u16, Stats)>> {
-        if !self.rollups.contains_key(&key) {
-            let (bid, sid, level, ws) = key;
-            let open = hot.open[sid as usize][level as usize].as_ref();
-            let base = match open {
-                Some(o) if o.start == ws => o.stats.clone(),
-                Some(o) if o.start < ws => Vec::new(),
-                _ if self.expired.get(&bid).is_some_and(|b| ws < *b) => Vec::new(),
-                _ => match self
-                    .db
-                    .get_pinned_cf(
-                        cf(self.db, keys::CF_ROLLUPS)?,
-                        keys::rollup_key(bid, sid, level, ws),
-                    )
-                    .map_err(EngineError::rocks("reading a rollup row"))?
-                {
-                    Some(v) => decode_rollup(&v)
-                        .ok_or_else(|| EngineError::Corrupt("undecodable rollup row".into()))?,
-                    None => Vec::new(),
-                },
-            };
-            self.rollups.insert(key, Some(base));
-        }
-        let slot = self
-            .rollups
-            .get_mut(&key)
-            .ok_or_else(|| EngineError::Corrupt("rollup slot vanished".into()))?;
-        Ok(slot.get_or_insert_with(Vec::new))
-    }
-
-    /// Recomputes one rollup window from raw rows: the database's, overlaid by this batch's.
-    fn recompute_row(
+    /// One 15-minute window from raw rows: the database's, overlaid by this batch's.
+    fn row_from_raw(
         &self,
-        views: &HashMap<u32, Arc<BucketView>>,
-        key: RollupKey,
-    ) -> EngineResult<Vec<(u16, Stats)>> {
-        let (bid, sid, level, ws) = key;
-        let level = RollupLevel::from_u8(level)
-            .ok_or_else(|| EngineError::Corrupt("rollup level".into()))?;
-        let end = ws.saturating_add(level.len_ms());
-        let mut rows: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        let floor = self.expired.get(&bid).copied().unwrap_or(i64::MIN).max(ws);
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::record_key(bid, sid, end).to_vec());
-        let mut it = self
-            .db
-            .raw_iterator_cf_opt(cf(self.db, keys::CF_SERIES)?, ro);
-        it.seek(keys::record_key(bid, sid, floor));
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let ts =
-                keys::record_key_ts(k).ok_or_else(|| EngineError::Corrupt("record key".into()))?;
-            rows.insert(ts, v.to_vec());
-            it.next();
-        }
-        it.status()
-            .map_err(EngineError::rocks("scanning records for a rollup"))?;
+        bid: u32,
+        sid: u32,
+        ws: i64,
+        end: i64,
+        types: &[FieldType],
+    ) -> EngineResult<Row> {
+        let mut rows = stored_records(self.db, bid, sid, self.floor(bid).max(ws), end)?;
         if let Some(batch_rows) = self.records.get(&(bid, sid)) {
             for (ts, v) in batch_rows.range(ws..end) {
                 rows.insert(*ts, v.clone());
             }
         }
-        let types = views.get(&bid).map(|v| &v.fields);
-        let mut out: Vec<(u16, Stats)> = Vec::new();
-        for (ts, v) in rows {
-            let fields =
-                decode_all(&v).ok_or_else(|| EngineError::Corrupt("undecodable record".into()))?;
-            for (fid, val) in fields {
-                let Some(n) = val.as_num() else { continue };
-                let ty = types
-                    .and_then(|f| f.get(fid as usize))
-                    .map(|f| f.ty)
-                    .unwrap_or(FieldType::Float);
-                let n = n.to_type(ty);
-                match out.iter_mut().find(|(f, _)| *f == fid) {
-                    Some((_, s)) => s.push(ts, n),
-                    None => out.push((fid, Stats::single(ts, n))),
+        row_from_records(rows.iter().map(|(t, v)| (*t, v.as_slice())), types)
+    }
+
+    /// Fold of the `level` rows of one series with window starts in `[from, to)`.
+    fn fold_children(
+        &self,
+        bid: u32,
+        sid: u32,
+        level: RollupLevel,
+        from: i64,
+        to: i64,
+    ) -> EngineResult<Row> {
+        let mut rows = stored_rows(self.db, bid, sid, level, self.floor(bid).max(from), to)?;
+        let step = level.len_ms();
+        let mut ws = from;
+        while ws < to {
+            match self.rollups.get(&(bid, sid, level as u8, ws)) {
+                Some(Some(r)) => {
+                    rows.insert(ws, r.clone());
                 }
+                Some(None) => {
+                    rows.remove(&ws);
+                }
+                None => {}
             }
+            ws = ws.saturating_add(step);
         }
-        Ok(out)
+        Ok(fold(rows.values()))
     }
 
     /// Turns the overlays into one write batch (range deletes first) with the marker, and
     /// moves the in-memory newest windows forward.
     fn finish(mut self, st: &mut State, marker: &[u8]) -> EngineResult<WriteBatch> {
-        for key in std::mem::take(&mut self.recompute) {
-            let row = self.recompute_row(&st.views, key)?;
-            self.rollups
-                .insert(key, if row.is_empty() { None } else { Some(row) });
-        }
+        self.recompute_all(st)?;
         let db = self.db;
         let mut wb = WriteBatch::default();
         for (name, from, to) in &self.range_deletes {
             wb.delete_range_cf(cf(db, name)?, from, to);
         }
         let series_cf = cf(db, keys::CF_SERIES)?;
-        for ((bid, sid), rows) in &self.records {
-            for (ts, v) in rows {
-                wb.put_cf(series_cf, keys::record_key(*bid, *sid, *ts), v);
+        // In key order: RocksDB's skiplist memtable inserts a key that follows the previous
+        // one from where that one went, instead of searching from the top.
+        let mut series: Vec<(u32, u32)> = self.records.keys().copied().collect();
+        series.sort_unstable();
+        for (bid, sid) in series {
+            for (ts, v) in &self.records[&(bid, sid)] {
+                wb.put_cf(series_cf, keys::record_key(bid, sid, *ts), v);
             }
         }
         let rollups_cf = cf(db, keys::CF_ROLLUPS)?;
-        for (&(bid, sid, level, ws), row) in &self.rollups {
+        let mut rollups: Vec<(&RollupKey, &Option<Row>)> = self.rollups.iter().collect();
+        rollups.sort_unstable_by_key(|(k, _)| **k);
+        for (&(bid, sid, level, ws), row) in rollups {
             let key = keys::rollup_key(bid, sid, level, ws);
             match row {
                 Some(stats) if !stats.is_empty() => {
                     wb.put_cf(rollups_cf, key, encode_rollup(stats))
                 }
                 _ => wb.delete_cf(rollups_cf, key),
-            }
-            let Some(hot) = st.hot.get_mut(&bid) else {
-                continue;
-            };
-            let open = &mut hot.open[sid as usize][level as usize];
-            match row {
-                Some(stats) if !stats.is_empty() => {
-                    if open.as_ref().is_none_or(|o| o.start <= ws) {
-                        *open = Some(OpenWindow {
-                            start: ws,
-                            stats: stats.clone(),
-                        });
-                    }
-                }
-                _ => {
-                    if open.as_ref().is_some_and(|o| o.start == ws) {
-                        *open = None;
-                    }
-                }
-            }
-        }
-        let latest_cf = cf(db, keys::CF_LATEST)?;
-        for (&(bid, sid), ts) in &self.latest {
-            let key = keys::series_prefix(bid, sid);
-            match ts.and_then(|ts| {
-                self.records
-                    .get(&(bid, sid))
-                    .and_then(|r| r.get(&ts))
-                    .map(|v| (ts, v))
-            }) {
-                Some((ts, v)) => {
-                    let mut val = keys::ts_bytes(ts).to_vec();
-                    val.extend_from_slice(v);
-                    wb.put_cf(latest_cf, key, val);
-                }
-                None => wb.delete_cf(latest_cf, key),
             }
         }
         let meta_cf = cf(db, keys::CF_META)?;

@@ -1,8 +1,7 @@
 //! Rebuilds [`State`] from the database: bucket views, field and series registries,
-//! newest timestamps (from `latest`) and the newest rollup window of each series.
+//! each series' newest record and its in-memory rollup windows.
 
-use super::{cf, BucketHot, BucketView, FieldDef, OpenWindow, State};
-use crate::aggregate::RollupLevel;
+use super::{cf, BucketHot, BucketView, FieldDef, State};
 use crate::catalog::BucketDoc;
 use crate::command::DocKind;
 use crate::error::{EngineError, EngineResult};
@@ -61,7 +60,7 @@ fn load_bucket(
         bucket: bucket.to_string(),
         doc,
         fields: Vec::new(),
-        field_ids: HashMap::new(),
+        field_ids: Default::default(),
         series: Vec::new(),
     };
     let corrupt =
@@ -109,39 +108,27 @@ fn load_bucket(
             .map(|(i, t)| (t.clone(), i as u32))
             .collect(),
         last_ts: vec![i64::MIN; n],
-        open: (0..n).map(|_| [None, None, None]).collect(),
+        newest: vec![Vec::new(); n],
+        roll: vec![Default::default(); n],
     };
-    for (k, v) in prefix_scan(db, keys::CF_LATEST, &id.to_be_bytes())? {
-        let sid = u32::from_be_bytes(
-            k.get(4..8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| corrupt("latest key"))?,
-        );
-        let ts = keys::ts_from(
-            v.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| corrupt("latest row"))?,
-        );
-        if let Some(slot) = hot.last_ts.get_mut(sid as usize) {
-            *slot = ts;
+    // Each series' newest record: one backward seek per series.
+    let mut it = db.raw_iterator_cf(cf(db, keys::CF_SERIES)?);
+    for sid in 0..n {
+        let prefix = keys::series_prefix(id, sid as u32);
+        it.seek_for_prev(keys::prefix_end(&prefix));
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k.starts_with(&prefix) {
+                hot.last_ts[sid] = keys::record_key_ts(k).ok_or_else(|| corrupt("record key"))?;
+                hot.newest[sid] = v.to_vec();
+            }
         }
     }
-    let rollups = cf(db, keys::CF_ROLLUPS)?;
-    for sid in 0..n as u32 {
-        for level in RollupLevel::ALL {
-            let lo = keys::rollup_key(id, sid, level as u8, i64::MIN);
-            let hi = keys::rollup_key(id, sid, level as u8, i64::MAX);
-            let mut it = db.raw_iterator_cf(rollups);
-            it.seek_for_prev(hi);
-            if let (Some(k), Some(v)) = (it.key(), it.value()) {
-                if k >= &lo[..] {
-                    let start = keys::rollup_key_ts(k).ok_or_else(|| corrupt("rollup key"))?;
-                    let stats = decode_rollup(v).ok_or_else(|| corrupt("rollup row"))?;
-                    hot.open[sid as usize][level as usize] = Some(OpenWindow { start, stats });
-                }
-            }
-            it.status().map_err(EngineError::rocks("reading rollups"))?;
-        }
+    it.status()
+        .map_err(EngineError::rocks("reading newest records"))?;
+    drop(it);
+    let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
+    for sid in 0..n {
+        hot.roll[sid] = super::rollup::rebuild(db, id, sid as u32, hot.last_ts[sid], &types)?;
     }
     Ok((view, hot))
 }
@@ -236,16 +223,16 @@ mod tests {
         assert_eq!(
             hex,
             "00010007\
-             0200000000000000\
-             010600000000000000\
-             010200000000000000\
-             010400000000000000\
-             0100000000000000\
-             010200000000000000\
-             0300000000000000\
-             010400000000000000\
-             0000000000000840\
-             0000000000000040"
+             02\
+             010c\
+             0104\
+             0108\
+             02\
+             0104\
+             04\
+             0108\
+             0606\
+             0604"
         );
         assert_eq!(decode_rollup(&row), Some(vec![(7, s)]));
         assert!(decode_rollup(&row[..row.len() - 1]).is_none());

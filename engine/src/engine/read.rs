@@ -4,6 +4,7 @@
 //! under the state's read lock), so it never sees a field or series id the view lacks.
 
 use super::load::{decode_rollup, prefix_scan};
+use super::rollup::OpenRows;
 use super::{cf, BucketView, Engine, Inner};
 use crate::aggregate::{self, AggRows, AggSource, FieldRef, RollupLevel, SeriesRef};
 use crate::command::DocKind;
@@ -15,6 +16,8 @@ use crate::scan::{BucketColumns, BucketData, ScanRequest, ScanRow};
 use crate::stats::Stats;
 use crate::value::{FieldType, Num, Value};
 use rocksdb::{DBRawIteratorWithThreadMode, SnapshotWithThreadMode, DB};
+use rustc_hash::FxHashMap;
+use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -67,6 +70,18 @@ pub(crate) struct BucketReader {
     snap: Arc<Snap>,
     view: Arc<BucketView>,
     columns: BucketColumns,
+    /// Per series: the newest rollup windows, which are not stored (filled for
+    /// aggregated reads only, see `rollup.rs`).
+    open: FxHashMap<u32, OpenRows>,
+    /// (series, timestamp, encoded record) of the newest records (for `latest` only).
+    newest: Vec<(u32, i64, Vec<u8>)>,
+}
+
+/// Which in-memory state a reader copies.
+#[derive(Clone, Copy)]
+enum Memory {
+    Rollups,
+    Newest,
 }
 
 impl BucketReader {
@@ -81,6 +96,50 @@ impl BucketReader {
         let snap = Arc::new(Snap::new(inner.clone()));
         drop(st);
         Ok(BucketReader::with(snap, view))
+    }
+
+    /// A reader that also holds what lives only in memory for the series matching
+    /// `filters` (newest rollup windows or newest records, see [`Memory`]), taken under
+    /// the same lock as the snapshot.
+    fn with_memory(
+        inner: Arc<Inner>,
+        user: &str,
+        bucket: &str,
+        filters: &[(String, Vec<String>)],
+        what: Memory,
+    ) -> Result<BucketReader, QueryError> {
+        let st = inner.state.read();
+        let view = st
+            .bucket_ids
+            .get(&(user.to_string(), bucket.to_string()))
+            .and_then(|id| st.views.get(id))
+            .cloned()
+            .ok_or_else(|| QueryError::NotFound(format!("bucket `{bucket}` of user `{user}`")))?;
+        let snap = Arc::new(Snap::new(inner.clone()));
+        let mut reader = BucketReader::with(snap, view);
+        if let Some(hot) = st.hot.get(&reader.view.id) {
+            for s in reader.select_series(filters)? {
+                let i = s.id as usize;
+                let last = hot.last_ts.get(i).copied().unwrap_or(i64::MIN);
+                if last == i64::MIN {
+                    continue;
+                }
+                match what {
+                    Memory::Rollups => {
+                        if let Some(roll) = hot.roll.get(i) {
+                            reader.open.insert(s.id, roll.open_rows(last));
+                        }
+                    }
+                    Memory::Newest => {
+                        if let Some(rec) = hot.newest.get(i) {
+                            reader.newest.push((s.id, last, rec.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        drop(st);
+        Ok(reader)
     }
 
     fn with(snap: Arc<Snap>, view: Arc<BucketView>) -> BucketReader {
@@ -99,6 +158,8 @@ impl BucketReader {
             snap,
             view,
             columns,
+            open: FxHashMap::default(),
+            newest: Vec::new(),
         }
     }
 
@@ -114,6 +175,15 @@ impl BucketReader {
         ro.set_iterate_upper_bound(hi.to_vec());
         let db = &self.snap.inner.db;
         Ok(db.raw_iterator_cf_opt(cf(db, cf_name)?, ro))
+    }
+
+    /// An iterator over everything of this bucket in one data column family.
+    fn bucket_iter(
+        &self,
+        cf_name: &str,
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>, QueryError> {
+        let prefix = self.view.id.to_be_bytes();
+        self.iter(cf_name, &prefix, &keys::prefix_end(&prefix))
     }
 
     /// Series whose tags match every filter (ordered by id).
@@ -281,42 +351,18 @@ impl BucketReader {
             .collect()
     }
 
-    fn latest(
-        &self,
-        filters: &[(String, Vec<String>)],
-        fields: Option<&[String]>,
-    ) -> Result<RawRows, QueryError> {
-        let series = self.select_series(filters)?;
+    fn latest(&self, fields: Option<&[String]>) -> Result<RawRows, QueryError> {
         let fids = self.select_fields(fields);
         let mut values = vec![None; fids.len()];
-        let mut rows = Vec::with_capacity(series.len());
-        let prefix = self.view.id.to_be_bytes();
-        let mut it = self.iter(keys::CF_LATEST, &prefix, &keys::prefix_end(&prefix))?;
-        it.seek_to_first();
-        let wanted: std::collections::HashSet<u32> = series.iter().map(|s| s.id).collect();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let sid = k
-                .get(4..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(corrupt_record)?;
-            if wanted.contains(&sid) {
-                let ts = keys::ts_from(
-                    v.get(..8)
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or_else(corrupt_record)?,
-                );
-                self.decode_into(&v[8..], &fids, &mut values)?;
-                rows.push(RawRow {
-                    ts,
-                    tags: self.view.series[sid as usize].clone(),
-                    fields: self.named(&fids, &mut values),
-                });
-            }
-            it.next();
+        let mut rows = Vec::with_capacity(self.newest.len());
+        for (sid, ts, rec) in &self.newest {
+            self.decode_into(rec, &fids, &mut values)?;
+            rows.push(RawRow {
+                ts: *ts,
+                tags: self.view.series[*sid as usize].clone(),
+                fields: self.named(&fids, &mut values),
+            });
         }
-        it.status()
-            .map_err(EngineError::rocks("reading newest rows"))?;
         Ok(RawRows {
             tags: self.view.doc.config.tags.clone(),
             rows,
@@ -393,6 +439,11 @@ struct AggInput<'r> {
     series: Vec<SeriesRef>,
     fields: Vec<FieldRef>,
     fids: Vec<u16>,
+    /// One iterator per column family for the whole read, sought for each range call:
+    /// creating an iterator (over every memtable and file) costs more than a seek, and a
+    /// read makes a few calls per series.
+    raw_it: RefCell<Option<DBRawIteratorWithThreadMode<'r, DB>>>,
+    rollup_it: RefCell<Option<DBRawIteratorWithThreadMode<'r, DB>>>,
 }
 
 impl<'r> AggInput<'r> {
@@ -422,6 +473,8 @@ impl<'r> AggInput<'r> {
             series,
             fields,
             fids,
+            raw_it: RefCell::new(None),
+            rollup_it: RefCell::new(None),
         })
     }
 }
@@ -446,14 +499,18 @@ impl AggSource for AggInput<'_> {
             return Ok(());
         }
         let bid = self.reader.view.id;
-        let mut it = self.reader.iter(
-            keys::CF_SERIES,
-            &keys::record_key(bid, series, from),
-            &keys::record_key(bid, series, to),
-        )?;
-        it.seek_to_first();
+        let mut slot = self.raw_it.borrow_mut();
+        let it = match &mut *slot {
+            Some(it) => it,
+            None => slot.insert(self.reader.bucket_iter(keys::CF_SERIES)?),
+        };
+        let hi = keys::record_key(bid, series, to);
+        it.seek(keys::record_key(bid, series, from));
         let mut nums = vec![None; self.fids.len()];
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k >= &hi[..] {
+                break;
+            }
             let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
             nums.iter_mut().for_each(|n| *n = None);
             let mut d = FieldDecoder::new(v).ok_or_else(corrupt_record)?;
@@ -484,14 +541,18 @@ impl AggSource for AggInput<'_> {
             return Ok(());
         }
         let bid = self.reader.view.id;
-        let mut it = self.reader.iter(
-            keys::CF_ROLLUPS,
-            &keys::rollup_key(bid, series, level as u8, from),
-            &keys::rollup_key(bid, series, level as u8, to),
-        )?;
-        it.seek_to_first();
+        let mut slot = self.rollup_it.borrow_mut();
+        let it = match &mut *slot {
+            Some(it) => it,
+            None => slot.insert(self.reader.bucket_iter(keys::CF_ROLLUPS)?),
+        };
+        let hi = keys::rollup_key(bid, series, level as u8, to);
+        it.seek(keys::rollup_key(bid, series, level as u8, from));
         let mut out = vec![None; self.fids.len()];
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k >= &hi[..] {
+                break;
+            }
             let ws = keys::rollup_key_ts(k).ok_or_else(corrupt_record)?;
             out.iter_mut().for_each(|o| *o = None);
             for (fid, s) in decode_rollup(v).ok_or_else(corrupt_record)? {
@@ -503,6 +564,19 @@ impl AggSource for AggInput<'_> {
             it.next();
         }
         it.status().map_err(EngineError::rocks("reading rollups"))?;
+        // The newest window follows every stored one.
+        if let Some(rows) = self.reader.open.get(&series) {
+            let (ws, row) = &rows[level as usize];
+            if (from..to).contains(ws) && !row.is_empty() {
+                out.iter_mut().for_each(|o| *o = None);
+                for (fid, s) in row {
+                    if let Some(pos) = self.fids.iter().position(|x| x == fid) {
+                        out[pos] = Some(s.to_type(self.fields[pos].ty));
+                    }
+                }
+                f(*ws, &out);
+            }
+        }
         Ok(())
     }
 
@@ -585,10 +659,18 @@ impl Engine {
         bucket: &str,
         q: &ReadQuery,
     ) -> Result<ReadResult, QueryError> {
-        let reader = BucketReader::new(self.inner(), user, bucket)?;
         match &q.agg {
-            None => Ok(ReadResult::Raw(reader.raw_read(q)?)),
+            None => Ok(ReadResult::Raw(
+                BucketReader::new(self.inner(), user, bucket)?.raw_read(q)?,
+            )),
             Some(spec) => {
+                let reader = BucketReader::with_memory(
+                    self.inner(),
+                    user,
+                    bucket,
+                    &q.tags,
+                    Memory::Rollups,
+                )?;
                 let input = AggInput::new(&reader, q)?;
                 Ok(ReadResult::Agg(aggregate::aggregate(q, spec, &input)?))
             }
@@ -613,8 +695,8 @@ impl Engine {
         aggregate::aggregate_with(q, spec, &input, false)
     }
 
-    /// The newest record of every series matching `tags`, from the `latest` rows (one
-    /// short range read, no scan of the data).
+    /// The newest record of every series matching `tags`, kept in memory (no read of
+    /// the data).
     pub fn latest(
         &self,
         user: &str,
@@ -622,7 +704,7 @@ impl Engine {
         tags: &[(String, Vec<String>)],
         fields: Option<&[String]>,
     ) -> Result<RawRows, QueryError> {
-        BucketReader::new(self.inner(), user, bucket)?.latest(tags, fields)
+        BucketReader::with_memory(self.inner(), user, bucket, tags, Memory::Newest)?.latest(fields)
     }
 
     /// Read access to one bucket for SQL.
