@@ -32,6 +32,9 @@ pub struct EngineArgs {
     /// Skip the SQL figures (to profile the other reads alone).
     #[arg(long)]
     skip_sql: bool,
+    /// Memtable size per column family in MiB (default: the engine's).
+    #[arg(long)]
+    write_buffer_mb: Option<usize>,
 }
 
 const BATCH: u64 = 1000;
@@ -183,7 +186,11 @@ fn agg_query(params: &[(&str, &str)]) -> ReadQuery {
 pub fn run(a: EngineArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let engine = Engine::open(root.join("main"), EngineOptions::default())?;
+    let mut eo = EngineOptions::default();
+    if let Some(mb) = a.write_buffer_mb {
+        eo.write_buffer_bytes = mb << 20;
+    }
+    let engine = Engine::open(root.join("main"), eo.clone())?;
     setup(&engine, "sensors")?;
     println!(
         "== 1000-device workload: {} rows, {} devices, 3 fields, one sample per device every 10 s",
@@ -268,7 +275,7 @@ pub fn run(a: EngineArgs) -> Result<()> {
     drop(engine);
 
     if a.long_days > 0 {
-        let engine = Engine::open(root.join("long"), EngineOptions::default())?;
+        let engine = Engine::open(root.join("long"), eo)?;
         setup(&engine, "long")?;
         let rows = 100 * 1440 * a.long_days;
         println!(

@@ -51,10 +51,15 @@ impl Node {
             .with_context(|| format!("starting {}", self.bin.display()))?;
         let out = child.stdout.take().context("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let id = self.id;
         std::thread::spawn(move || {
+            // The node logs to stdout: pass its lines on (as `node N: ...`) so a failing
+            // test or a drill with RUST_LOG raised shows what each node did.
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if line.starts_with("listening on ") {
                     let _ = tx.send(());
+                } else {
+                    eprintln!("node {id}: {line}");
                 }
             }
         });

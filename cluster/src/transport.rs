@@ -115,8 +115,8 @@ fn transport_config() -> quinn::TransportConfig {
         .stream_receive_window((16u32 << 20).into())
         .receive_window((64u32 << 20).into())
         .send_window(64 << 20)
-        .keep_alive_interval(Some(Duration::from_millis(500)))
-        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(5)).ok());
+        .keep_alive_interval(Some(Duration::from_millis(250)))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(2)).ok());
     t
 }
 
@@ -358,8 +358,11 @@ impl Transport {
                 ),
             ));
         }
+        // The connection this call used, with the datagrams it had received before.
+        let used: Mutex<Option<(quinn::Connection, u64)>> = Mutex::new(None);
         let fut = async {
             let conn = self.connection(to, addr).await?;
+            *used.lock() = Some((conn.clone(), conn.stats().udp_rx.datagrams));
             match self.exchange(to, &conn, &bytes).await {
                 Err(RpcError::Unreachable(..)) => {
                     // The cached connection was dead: one fresh try.
@@ -372,7 +375,22 @@ impl Transport {
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout(to, timeout)),
+            Err(_) => {
+                // A peer that was killed or restarted leaves our connection to it
+                // silently dead (its new process cannot reset it) until the idle timeout:
+                // every call on it would time out. A live peer acknowledges our request
+                // within milliseconds, so nothing received during the whole call means
+                // dead: drop it, and the next call dials afresh.
+                if let Some((conn, rx_before)) = used.lock().take() {
+                    if conn.stats().udp_rx.datagrams == rx_before {
+                        tracing::debug!(
+                            "connection to node {to} silent for {timeout:?}: redialing next time"
+                        );
+                        self.forget(to, &conn);
+                    }
+                }
+                Err(RpcError::Timeout(to, timeout))
+            }
         }
     }
 
