@@ -13,10 +13,10 @@
 //! 15-minute window; at the end of the batch the marked windows and the windows above
 //! them are recomputed (raw rows for 15 minutes, child rows above).
 
-use super::load::{encode_rollup, encode_tag_values};
+use super::load::{decode_rollup, encode_rollup, encode_tag_values};
 use super::rollup::{
-    child, fold, merge_row, parent, row_from_records, stored_records, stored_rows, to_types, Row,
-    SeriesRoll,
+    child, fold, merge_row, parent, push_points, row_from_records, stored_records, stored_rows,
+    to_types, Row, SeriesRoll,
 };
 use super::{cf, BucketHot, BucketView, Engine, FieldDef, State};
 use crate::aggregate::RollupLevel;
@@ -83,6 +83,9 @@ struct Batch<'a> {
     rollups: FxHashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
     /// Rollup windows to recompute from raw rows at the end (a record was replaced).
     recompute: BTreeSet<RollupKey>,
+    /// Series whose newest 15-minute window is stored (it took a late point) and changed
+    /// in this batch: its row is rewritten at the end.
+    stored_open: BTreeSet<(u32, u32)>,
     /// Per bucket: rows older than this were expired earlier in this batch.
     expired: FxHashMap<u32, i64>,
 }
@@ -96,6 +99,7 @@ impl<'a> Batch<'a> {
             records: FxHashMap::default(),
             rollups: FxHashMap::default(),
             recompute: BTreeSet::new(),
+            stored_open: BTreeSet::new(),
             expired: FxHashMap::default(),
         }
     }
@@ -580,6 +584,7 @@ impl<'a> Batch<'a> {
             v.extend_from_slice(f.name.as_bytes());
             self.meta.insert(keys::field_key(bid, fid), Some(v));
         }
+        let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
         let mut encoded = Vec::new();
         let mut ids: Vec<(u16, Value)> = Vec::new();
         let mut nums: Vec<(u16, Num)> = Vec::new();
@@ -614,13 +619,14 @@ impl<'a> Batch<'a> {
             encoded.clear();
             let refs: Vec<(u16, &Value)> = ids.iter().map(|(f, v)| (*f, v)).collect();
             record::encode_fields(&refs, &mut encoded);
-            self.put_record(hot, bid, sid, rec.ts, encoded.clone(), &nums)?;
+            self.put_record(hot, bid, sid, rec.ts, encoded.clone(), &nums, &types)?;
         }
         Ok(Ok(Output::Written {
             records: parsed.len() as u64,
         }))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn put_record(
         &mut self,
         hot: &mut BucketHot,
@@ -629,6 +635,7 @@ impl<'a> Batch<'a> {
         ts: i64,
         bytes: Vec<u8>,
         nums: &[(u16, Num)],
+        types: &[FieldType],
     ) -> EngineResult<()> {
         let last = hot.last_ts[sid as usize];
         if ts >= last {
@@ -638,16 +645,55 @@ impl<'a> Batch<'a> {
             .entry((bid, sid))
             .or_default()
             .insert(ts, bytes);
+        let m15 = RollupLevel::M15;
         if ts <= last {
-            // Late or replacing: its 15-minute window (and the windows above it) are
-            // recomputed from raw rows at the end of the batch, which keeps every row
-            // equal to its definition whatever order records arrive in.
-            self.recompute.insert((
-                bid,
-                sid,
-                RollupLevel::M15 as u8,
-                RollupLevel::M15.window_start(ts),
-            ));
+            if ts == last || self.record_exists(bid, sid, ts)? {
+                // Replacing: a point cannot be taken out of merged statistics, so its
+                // 15-minute window is recomputed from raw rows, now (not at the end of the
+                // batch: later points must merge into the same row whatever the batch
+                // boundaries, which differ between replicas); the windows above are
+                // folded again at the end of the batch.
+                let ws = m15.window_start(ts);
+                let row =
+                    self.row_from_raw(bid, sid, ws, ws.saturating_add(m15.len_ms()), types)?;
+                if ws == m15.window_start(last) {
+                    let roll = &mut hot.roll[sid as usize];
+                    roll.m15 = row;
+                    if roll.m15_stored {
+                        self.stored_open.insert((bid, sid));
+                    }
+                } else {
+                    self.put_rollup((bid, sid, m15 as u8, ws), row);
+                    let h1 = RollupLevel::H1;
+                    self.recompute
+                        .insert((bid, sid, h1 as u8, h1.window_start(ts)));
+                }
+                return Ok(());
+            }
+            if nums.is_empty() {
+                return Ok(());
+            }
+            let ws = m15.window_start(ts);
+            if ws == m15.window_start(last) {
+                // A late point in the newest window: merged in memory, and from now on the
+                // window's row is also stored (rewritten at the end of each batch that
+                // changes it), because arrival order now matters to its bits and raw rows
+                // no longer rebuild it.
+                let roll = &mut hot.roll[sid as usize];
+                push_points(&mut roll.m15, ts, nums);
+                roll.m15_stored = true;
+                self.stored_open.insert((bid, sid));
+            } else {
+                // A late point in a stored window: one read, merged, written; the windows
+                // above are folded again from their children at the end of the batch.
+                let key = (bid, sid, m15 as u8, ws);
+                let mut row = self.stored_row(key)?;
+                push_points(&mut row, ts, nums);
+                self.rollups.insert(key, Some(row));
+                let h1 = RollupLevel::H1;
+                self.recompute
+                    .insert((bid, sid, h1 as u8, h1.window_start(ts)));
+            }
             return Ok(());
         }
         hot.last_ts[sid as usize] = ts;
@@ -655,13 +701,54 @@ impl<'a> Batch<'a> {
         if last != i64::MIN {
             self.close_windows(roll, bid, sid, last, ts);
         }
-        for (fid, n) in nums {
-            match roll.m15.iter_mut().find(|(f, _)| f == fid) {
-                Some((_, s)) => s.push(ts, *n),
-                None => roll.m15.push((*fid, Stats::single(ts, *n))),
-            }
+        push_points(&mut roll.m15, ts, nums);
+        if roll.m15_stored {
+            self.stored_open.insert((bid, sid));
         }
         Ok(())
+    }
+
+    /// Whether a record with this timestamp exists (in this batch or stored).
+    fn record_exists(&self, bid: u32, sid: u32, ts: i64) -> EngineResult<bool> {
+        if let Some(rows) = self.records.get(&(bid, sid)) {
+            if rows.contains_key(&ts) {
+                return Ok(true);
+            }
+        }
+        if self.expired.get(&bid).is_some_and(|b| ts < *b) {
+            return Ok(false);
+        }
+        let found = self
+            .db
+            .get_pinned_cf(
+                cf(self.db, keys::CF_SERIES)?,
+                keys::record_key(bid, sid, ts),
+            )
+            .map_err(EngineError::rocks("reading a replaced record"))?;
+        Ok(found.is_some())
+    }
+
+    /// A stored rollup row as this batch sees it (empty when there is none).
+    fn stored_row(&self, key: RollupKey) -> EngineResult<Row> {
+        if let Some(r) = self.rollups.get(&key) {
+            return Ok(r.clone().unwrap_or_default());
+        }
+        let (bid, sid, level, ws) = key;
+        if self.expired.get(&bid).is_some_and(|b| ws < *b) {
+            return Ok(Row::new());
+        }
+        match self
+            .db
+            .get_pinned_cf(
+                cf(self.db, keys::CF_ROLLUPS)?,
+                keys::rollup_key(bid, sid, level, ws),
+            )
+            .map_err(EngineError::rocks("reading a rollup row"))?
+        {
+            Some(v) => decode_rollup(&v)
+                .ok_or_else(|| EngineError::Corrupt("undecodable rollup row".into())),
+            None => Ok(Row::new()),
+        }
     }
 
     /// The series moves from `last` to the newer `ts`: every in-memory window that does
@@ -672,6 +759,9 @@ impl<'a> Batch<'a> {
             return;
         }
         let row15 = std::mem::take(&mut roll.m15);
+        // The closed window's row is written below with its final value; the new newest
+        // window starts unstored.
+        roll.m15_stored = false;
         if h1.window_start(last) == h1.window_start(ts) {
             merge_row(&mut roll.h1_closed, &row15);
             self.put_closed((bid, sid, m15 as u8, m15.window_start(last)), row15);
@@ -723,7 +813,11 @@ impl<'a> Batch<'a> {
                 None => {
                     let row = self.row_from_raw(bid, sid, ws, end, &types)?;
                     if is_open {
-                        hot.roll[sid as usize].m15 = row;
+                        let roll = &mut hot.roll[sid as usize];
+                        roll.m15 = row;
+                        if roll.m15_stored {
+                            self.stored_open.insert((bid, sid));
+                        }
                     } else {
                         self.put_rollup(key, row);
                     }
@@ -804,6 +898,21 @@ impl<'a> Batch<'a> {
     /// moves the in-memory newest windows forward.
     fn finish(mut self, st: &mut State, marker: &[u8]) -> EngineResult<WriteBatch> {
         self.recompute_all(st)?;
+        for (bid, sid) in std::mem::take(&mut self.stored_open) {
+            let Some(hot) = st.hot.get(&bid) else {
+                continue;
+            };
+            let (last, roll) = (hot.last_ts[sid as usize], &hot.roll[sid as usize]);
+            if last != i64::MIN && roll.m15_stored {
+                let key = (
+                    bid,
+                    sid,
+                    RollupLevel::M15 as u8,
+                    RollupLevel::M15.window_start(last),
+                );
+                self.put_rollup(key, roll.m15.clone());
+            }
+        }
         let db = self.db;
         let mut wb = WriteBatch::default();
         for (name, from, to) in &self.range_deletes {

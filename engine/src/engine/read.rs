@@ -549,11 +549,21 @@ impl AggSource for AggInput<'_> {
         let hi = keys::rollup_key(bid, series, level as u8, to);
         it.seek(keys::rollup_key(bid, series, level as u8, from));
         let mut out = vec![None; self.fids.len()];
+        // The newest window comes from memory (a stored copy of it is skipped).
+        let open_ws = self
+            .reader
+            .open
+            .get(&series)
+            .map(|rows| rows[level as usize].0);
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if k >= &hi[..] {
                 break;
             }
             let ws = keys::rollup_key_ts(k).ok_or_else(corrupt_record)?;
+            if Some(ws) == open_ws {
+                it.next();
+                continue;
+            }
             out.iter_mut().for_each(|o| *o = None);
             for (fid, s) in decode_rollup(v).ok_or_else(corrupt_record)? {
                 if let Some(pos) = self.fids.iter().position(|x| *x == fid) {

@@ -1,12 +1,16 @@
 //! Rollup windows: how the levels compose, and which windows live only in memory.
 //!
 //! Definitions (each row is a function of the raw rows alone):
-//! - a 15-minute row is its window's raw points pushed in timestamp order;
+//! - a 15-minute row is its window's raw points pushed in timestamp order, except that
+//!   a late point (older than the series' newest, replacing nothing) is merged into the
+//!   row it falls in, in log order (one read instead of rescanning a dense window);
 //! - an hour row is the fold (Chan's merge, in window order) of its 15-minute rows;
 //! - a day row is the fold of its hour rows.
 //!
 //! Persisted: every window except each series' newest window per level (the three
-//! windows holding its newest timestamp). Those change with nearly every record; they
+//! windows holding its newest timestamp); a newest 15-minute window that took a late
+//! point is persisted too, rewritten in every batch that changes it, since raw rows
+//! would not rebuild its bits. Those change with nearly every record; they
 //! live here, in [`SeriesRoll`], and a row is written once, when its series moves past
 //! it. At 10 s sampling that turns three rollup writes per record into one per ~90
 //! records. Because the definitions fix the order of every floating-point step, a replica
@@ -36,6 +40,9 @@ pub(crate) struct SeriesRoll {
     pub(crate) h1_closed: Row,
     /// Fold of the (persisted) hour rows of the newest day before the newest hour.
     pub(crate) d1_closed: Row,
+    /// The newest 15-minute window took a late point, so its row is also stored and
+    /// kept current (raw rows in timestamp order would not rebuild the same bits).
+    pub(crate) m15_stored: bool,
 }
 
 /// The newest window of each level of one series: (window start, row), finest first.
@@ -62,6 +69,16 @@ impl SeriesRoll {
                     *s = s.to_type(FieldType::Float);
                 }
             }
+        }
+    }
+}
+
+/// Pushes one record's numeric values into a row.
+pub(crate) fn push_points(row: &mut Row, ts: i64, nums: &[(u16, crate::value::Num)]) {
+    for (fid, n) in nums {
+        match row.iter_mut().find(|(f, _)| f == fid) {
+            Some((_, s)) => s.push(ts, *n),
+            None => row.push((*fid, Stats::single(ts, *n))),
         }
     }
 }
@@ -211,8 +228,16 @@ pub(crate) fn rebuild(
         RollupLevel::H1.window_start(last_ts),
         RollupLevel::D1.window_start(last_ts),
     );
-    let raw = stored_records(db, bid, sid, m, m.saturating_add(RollupLevel::M15.len_ms()))?;
-    let m15 = row_from_records(raw.iter().map(|(t, v)| (*t, v.as_slice())), types)?;
+    // A stored newest window (it took a late point) is current; else raw rows rebuild it.
+    let stored = stored_rows(db, bid, sid, RollupLevel::M15, m, m.saturating_add(1))?;
+    let (m15, m15_stored) = match stored.into_values().next() {
+        Some(row) => (row, true),
+        None => {
+            let raw = stored_records(db, bid, sid, m, m.saturating_add(RollupLevel::M15.len_ms()))?;
+            let row = row_from_records(raw.iter().map(|(t, v)| (*t, v.as_slice())), types)?;
+            (row, false)
+        }
+    };
     let mut h1_closed = fold(stored_rows(db, bid, sid, RollupLevel::M15, h, m)?.values());
     to_types(&mut h1_closed, types);
     let mut d1_closed = fold(stored_rows(db, bid, sid, RollupLevel::H1, d, h)?.values());
@@ -221,6 +246,7 @@ pub(crate) fn rebuild(
         m15,
         h1_closed,
         d1_closed,
+        m15_stored,
     })
 }
 
