@@ -638,6 +638,8 @@ impl<'a> Batch<'a> {
         types: &[FieldType],
     ) -> EngineResult<()> {
         let last = hot.last_ts[sid as usize];
+        // Before this record joins the batch's overlay, which `record_exists` reads.
+        let replaces = ts == last || (ts < last && self.record_exists(bid, sid, ts)?);
         if ts >= last {
             hot.newest[sid as usize] = bytes.clone();
         }
@@ -647,7 +649,7 @@ impl<'a> Batch<'a> {
             .insert(ts, bytes);
         let m15 = RollupLevel::M15;
         if ts <= last {
-            if ts == last || self.record_exists(bid, sid, ts)? {
+            if replaces {
                 // Replacing: a point cannot be taken out of merged statistics, so its
                 // 15-minute window is recomputed from raw rows, now (not at the end of the
                 // batch: later points must merge into the same row whatever the batch
