@@ -50,22 +50,7 @@ fn to_json(r: &Rec) -> serde_json::Value {
 /// (last write per (device, ts) wins: a record replaces another entirely).
 fn load(recs: &[Rec], batches: usize) -> (tempfile::TempDir, Engine, Vec<Rec>) {
     let dir = tempfile::tempdir().unwrap();
-    let e = Engine::open(dir.path(), EngineOptions::default()).unwrap();
-    let setup = [
-        Command::PutDoc {
-            kind: DocKind::User,
-            user: "u".into(),
-            parent: String::new(),
-            id: String::new(),
-            doc: "{}".into(),
-        },
-        Command::CreateBucket {
-            user: "u".into(),
-            bucket: "b".into(),
-            doc: r#"{"config":{"tags":["device"]}}"#.into(),
-        },
-    ];
-    assert!(e.apply(&setup, b"0").unwrap().iter().all(|r| r.is_ok()));
+    let e = setup_engine(dir.path());
     let chunk = recs.len().div_ceil(batches.max(1)).max(1);
     // The field types are fixed by the first value seen: seed them so `v` is float and
     // `n` integer regardless of which record comes first.

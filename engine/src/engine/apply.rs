@@ -9,9 +9,10 @@
 //! Rollups (definitions in `rollup.rs`), the hot path: a record newer than its series'
 //! newest timestamp reads nothing and writes no rollup row; it goes into the series'
 //! in-memory 15-minute window. When a series moves past a window, that window's row is
-//! written once and folded into the level above. A late or replacing record marks its
-//! 15-minute window; at the end of the batch the marked windows and the windows above
-//! them are recomputed (raw rows for 15 minutes, child rows above).
+//! written once and folded into the level above. A late point is merged into the row
+//! of its 15-minute window (one read); a replacing record recomputes that window from
+//! raw rows when it is applied. Either way the hour and day windows above are folded
+//! again from their children at the end of the batch.
 
 use super::load::{decode_rollup, encode_rollup, encode_tag_values};
 use super::rollup::{
@@ -81,7 +82,8 @@ struct Batch<'a> {
     records: FxHashMap<(u32, u32), BTreeMap<i64, Vec<u8>>>,
     /// Rollup rows to write (`None` deletes).
     rollups: FxHashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
-    /// Rollup windows to recompute from raw rows at the end (a record was replaced).
+    /// Hour and day windows to fold again from their children at the end of the batch
+    /// (a 15-minute window below them took a late or replacing record).
     recompute: BTreeSet<RollupKey>,
     /// Series whose newest 15-minute window is stored (it took a late point) and changed
     /// in this batch: its row is rewritten at the end.
@@ -796,9 +798,9 @@ impl<'a> Batch<'a> {
             .insert(key, if row.is_empty() { None } else { Some(row) });
     }
 
-    /// Recomputes the windows touched by late or replacing records, finest level first:
-    /// a window's row from raw rows or from its children (this batch's rows over the
-    /// database's); a series' newest window updates memory instead of being written.
+    /// Folds again the hour and day windows above late or replacing records, hours first:
+    /// each from its children (this batch's rows over the database's); a series' newest
+    /// window updates memory instead of being written.
     fn recompute_all(&mut self, st: &mut State) -> EngineResult<()> {
         while let Some(key) = self.recompute.pop_first() {
             let (bid, sid, level, ws) = key;
@@ -811,30 +813,19 @@ impl<'a> Batch<'a> {
             let last = hot.last_ts[sid as usize];
             let is_open = last != i64::MIN && level.window_start(last) == ws;
             let end = ws.saturating_add(level.len_ms());
-            match child(level) {
-                None => {
-                    let row = self.row_from_raw(bid, sid, ws, end, &types)?;
-                    if is_open {
-                        let roll = &mut hot.roll[sid as usize];
-                        roll.m15 = row;
-                        if roll.m15_stored {
-                            self.stored_open.insert((bid, sid));
-                        }
-                    } else {
-                        self.put_rollup(key, row);
-                    }
-                }
-                Some(c) => {
-                    // The newest window's closed part stops where its newest child starts.
-                    let to = if is_open { c.window_start(last) } else { end };
-                    let mut row = self.fold_children(bid, sid, c, ws, to)?;
-                    to_types(&mut row, &types);
-                    match (is_open, level) {
-                        (true, RollupLevel::H1) => hot.roll[sid as usize].h1_closed = row,
-                        (true, _) => hot.roll[sid as usize].d1_closed = row,
-                        (false, _) => self.put_rollup(key, row),
-                    }
-                }
+            // Only hour and day windows are queued (15-minute ones are handled at once).
+            let Some(c) = child(level) else {
+                debug_assert!(false, "a 15-minute window was queued for folding");
+                continue;
+            };
+            // The newest window's closed part stops where its newest child starts.
+            let to = if is_open { c.window_start(last) } else { end };
+            let mut row = self.fold_children(bid, sid, c, ws, to)?;
+            to_types(&mut row, &types);
+            match (is_open, level) {
+                (true, RollupLevel::H1) => hot.roll[sid as usize].h1_closed = row,
+                (true, _) => hot.roll[sid as usize].d1_closed = row,
+                (false, _) => self.put_rollup(key, row),
             }
             if !is_open {
                 if let Some(p) = parent(level) {

@@ -5,7 +5,7 @@
 
 use super::load::{decode_rollup, prefix_scan};
 use super::rollup::OpenRows;
-use super::{cf, BucketView, Engine, Inner};
+use super::{cf, BucketView, Engine, Inner, State};
 use crate::aggregate::{self, AggRows, AggSource, FieldRef, RollupLevel, SeriesRef};
 use crate::command::DocKind;
 use crate::error::{EngineError, EngineResult, QueryError};
@@ -87,12 +87,7 @@ enum Memory {
 impl BucketReader {
     fn new(inner: Arc<Inner>, user: &str, bucket: &str) -> Result<BucketReader, QueryError> {
         let st = inner.state.read();
-        let view = st
-            .bucket_ids
-            .get(&(user.to_string(), bucket.to_string()))
-            .and_then(|id| st.views.get(id))
-            .cloned()
-            .ok_or_else(|| QueryError::NotFound(format!("bucket `{bucket}` of user `{user}`")))?;
+        let view = view_of(&st, user, bucket)?;
         let snap = Arc::new(Snap::new(inner.clone()));
         drop(st);
         Ok(BucketReader::with(snap, view))
@@ -109,12 +104,7 @@ impl BucketReader {
         what: Memory,
     ) -> Result<BucketReader, QueryError> {
         let st = inner.state.read();
-        let view = st
-            .bucket_ids
-            .get(&(user.to_string(), bucket.to_string()))
-            .and_then(|id| st.views.get(id))
-            .cloned()
-            .ok_or_else(|| QueryError::NotFound(format!("bucket `{bucket}` of user `{user}`")))?;
+        let view = view_of(&st, user, bucket)?;
         let snap = Arc::new(Snap::new(inner.clone()));
         let mut reader = BucketReader::with(snap, view);
         if let Some(hot) = st.hot.get(&reader.view.id) {
@@ -369,6 +359,15 @@ impl BucketReader {
             next_page: None,
         })
     }
+}
+
+/// The view of one bucket, or "not found" naming it.
+fn view_of(st: &State, user: &str, bucket: &str) -> Result<Arc<BucketView>, QueryError> {
+    st.bucket_ids
+        .get(&(user.to_string(), bucket.to_string()))
+        .and_then(|id| st.views.get(id))
+        .cloned()
+        .ok_or_else(|| QueryError::NotFound(format!("bucket `{bucket}` of user `{user}`")))
 }
 
 /// Exclusive upper bound for records of a series up to `max_ts` inclusive.
