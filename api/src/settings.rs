@@ -64,7 +64,8 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
-    /// Raft heartbeat interval [default: 40].
+    /// Raft heartbeat interval; also openraft's timeout of one AppendEntries, so it bounds
+    /// how many bytes one may carry (64 KiB per ms) [default: 50].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_ms: Option<u64>,
@@ -72,8 +73,9 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub election_timeout_min_ms: Option<u64>,
-    /// Raft election timeout, upper bound [default: 400]. A follower stands for election
-    /// after this plus a random timeout without a heartbeat.
+    /// Raft election timeout, upper bound [default: 400]: the leader lease. When no voter
+    /// of a majority has heard the leader for this long, the one with the longest log
+    /// stands at once (openraft's own timer, this plus a random timeout, is the fallback).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub election_timeout_max_ms: Option<u64>,
@@ -97,7 +99,7 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight_bytes_max: Option<usize>,
-    /// Group commit: bytes gathered into one Raft entry at most [default: 2097152].
+    /// Group commit: bytes gathered into one Raft entry at most [default: 524288].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_bytes_max: Option<usize>,

@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use thicket_engine::EngineOptions;
 
+/// Bytes per millisecond an AppendEntries is assumed to need at worst (encode, QUIC,
+/// decode, append and fsync on a loaded follower): 64 MB/s.
+pub const APPEND_BYTES_PER_MS: u64 = 64 << 10;
+
 /// One node's configuration. Defaults suit a LAN (failover well under a second) and three
 /// nodes sharing two cores.
 #[derive(Clone, Debug)]
@@ -63,21 +67,23 @@ impl NodeConfig {
             cluster_advertise: None,
             peers: Vec::new(),
             tls: None,
-            // openraft 0.9: a follower waits lease (= max) + a random timeout before it
-            // stands, so detection takes 1.5–2 × max: 200–400 ms gives 0.6–0.8 s.
-            heartbeat_ms: 40,
+            // openraft 0.9: a follower refuses votes for a lease (= max) after it last
+            // heard its leader; the elector stands at once when the lease has run out.
+            // The heartbeat is also openraft's timeout of every AppendEntries RPC (see
+            // `APPEND_BYTES_PER_MS`).
+            heartbeat_ms: 50,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             snapshot_logs_since_last: 20_000,
             logs_kept_behind_snapshot: 5_000,
             snapshot_chunk_bytes: 4 << 20,
-            max_payload_entries: 8,
+            max_payload_entries: 2,
             batch_commands_max: 4096,
-            batch_bytes_max: 2 << 20,
+            batch_bytes_max: 512 << 10,
             entries_in_flight_max: 4,
             forwards_in_flight_max: 8,
             in_flight_bytes_max: 256 << 20,
-            write_bytes_max: 8 << 20,
+            write_bytes_max: 1 << 20,
             write_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
             add_learner_timeout_ms: 60_000,
@@ -103,6 +109,21 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), String> {
         let entry_max = self.batch_bytes_max.max(self.write_bytes_max) + 4096;
         let msg = entry_max as u64 * self.max_payload_entries;
+        // openraft 0.9 gives every AppendEntries RPC one heartbeat interval to be sent,
+        // appended and fsynced on the follower; one that cannot make it is retried,
+        // unchanged, forever, and nothing commits again.
+        let budget = self.heartbeat_ms * APPEND_BYTES_PER_MS;
+        if msg > budget {
+            return Err(format!(
+                "max_payload_entries ({}) × largest entry ({entry_max} bytes; the larger of \
+                 batch_bytes_max and write_bytes_max) is {msg} bytes, more than one \
+                 AppendEntries can carry within the heartbeat interval ({} ms × {} KiB/ms = \
+                 {budget} bytes): raise heartbeat_ms or lower the others",
+                self.max_payload_entries,
+                self.heartbeat_ms,
+                APPEND_BYTES_PER_MS >> 10
+            ));
+        }
         if msg > crate::wire::MESSAGE_BYTES_MAX as u64 {
             return Err(format!(
                 "max_payload_entries ({}) × largest entry ({entry_max} bytes) exceeds the \

@@ -10,7 +10,7 @@
 //! - `writes`: any-node writes with retries under one request id and honest outcomes.
 //! - `proposer`: the leader's group commit; `forwarder`: followers' batched forwarding.
 //! - `reads`: consistency levels; `read_index`: shared read-index rounds.
-//! - `status`: the `/v1/cluster` report.
+//! - `status`: the `/v1/cluster` report; `elector`: prompt elections after a leader dies.
 //! - `log_store`: the Raft log in its own RocksDB (`raft/`).
 //! - `state_machine`: the engine as openraft's state machine; `dedup`: the replicated
 //!   window of applied request ids; `snapshot_archive`: one-file engine checkpoints.
@@ -21,6 +21,7 @@
 
 pub mod config;
 pub mod dedup;
+mod elector;
 mod error;
 pub mod forwarder;
 pub mod log_store;

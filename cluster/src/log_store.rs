@@ -112,6 +112,30 @@ impl LogStore {
         }
     }
 
+    /// The last log id stored (entry or purge marker), for the elector's probe answers.
+    pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        self.last_purged()
+            .and_then(|p| self.last_stored(p))
+            .unwrap_or_else(|e| {
+                tracing::warn!("reading the last log id: {e}");
+                None
+            })
+    }
+
+    /// The newest entry's log id (decoded from the entry's prefix only), else `purged`.
+    fn last_stored(&self, purged: Option<LogId<NodeId>>) -> Result<Option<LogId<NodeId>>, SE> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
+        it.seek_to_last();
+        // An entry is its log id followed by its payload: decode the prefix alone.
+        let last = match it.value() {
+            Some(v) => Some(dec::<LogId<NodeId>>(v).map_err(StorageIOError::read_logs)?),
+            None => purged,
+        };
+        it.status()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        Ok(last)
+    }
+
     /// Whether the log holds a vote or any entry or purge marker: a member of some cluster.
     pub fn is_empty(&self) -> Result<bool, SE> {
         if self.get_meta(KEY_VOTE)?.is_some() || self.get_meta(KEY_PURGED)?.is_some() {
@@ -201,18 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SE> {
         let last_purged_log_id = self.last_purged()?;
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
-        it.seek_to_last();
-        let last = match it.value() {
-            Some(v) => Some(
-                *dec::<Entry<TypeConfig>>(v)
-                    .map_err(StorageIOError::read_logs)?
-                    .get_log_id(),
-            ),
-            None => last_purged_log_id,
-        };
-        it.status()
-            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        let last = self.last_stored(last_purged_log_id)?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id: last,

@@ -21,6 +21,7 @@ use crate::types::{NodeId, Request, TypeConfig};
 use crate::wire::{AdminOp, ForwardOutcome, Message, NodeInfo, Refusal, Reply, SnapshotReply};
 use futures::future::BoxFuture;
 use openraft::error::{InitializeError, InstallSnapshotError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -74,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight_bytes: AtomicUsize,
     pub(crate) draining: AtomicBool,
     pub(crate) advertise: String,
+    /// When a leader was last heard (the elector's failure detector).
+    pub(crate) contact: crate::elector::LeaderContact,
 }
 
 fn storage(e: impl std::fmt::Display) -> StartError {
@@ -204,6 +207,7 @@ impl ClusterNode {
                 in_flight_bytes: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
                 advertise,
+                contact: crate::elector::LeaderContact::new(),
             }
         });
         if let Some(t) = &transport {
@@ -215,6 +219,7 @@ impl ClusterNode {
             return Err(e);
         }
         node.spawn_join_recorder();
+        crate::elector::spawn(Arc::downgrade(&node.inner));
         Ok(node)
     }
 
@@ -557,15 +562,27 @@ impl Handler for NodeHandler {
                 return Reply::Refused("the node is stopping".into());
             };
             match msg {
-                Message::AppendEntries(rpc) => Reply::AppendEntries(
-                    n.raft.append_entries(rpc).await.map_err(|e| e.to_string()),
-                ),
-                Message::Vote(rpc) => {
-                    Reply::Vote(n.raft.vote(rpc).await.map_err(|e| e.to_string()))
+                Message::AppendEntries(rpc) => {
+                    let r = n.raft.append_entries(rpc).await;
+                    if matches!(&r, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                        n.contact.touch();
+                    }
+                    Reply::AppendEntries(r.map_err(|e| e.to_string()))
                 }
+                Message::Vote(rpc) => {
+                    let r = n.raft.vote(rpc).await;
+                    if matches!(&r, Ok(v) if v.vote_granted) {
+                        n.contact.touch();
+                    }
+                    Reply::Vote(r.map_err(|e| e.to_string()))
+                }
+                Message::Probe => Reply::Probe(n.probe_info()),
                 Message::InstallSnapshot(rpc) => {
                     Reply::InstallSnapshot(match n.raft.install_snapshot(rpc).await {
-                        Ok(r) => SnapshotReply::Ok(r),
+                        Ok(r) => {
+                            n.contact.touch();
+                            SnapshotReply::Ok(r)
+                        }
                         Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(m))) => {
                             SnapshotReply::Mismatch(m)
                         }
@@ -574,7 +591,9 @@ impl Handler for NodeHandler {
                 }
                 Message::Forward(bundles) => {
                     let deadline = Instant::now() + n.config.write_timeout();
-                    let all = bundles.into_iter().map(|b| n.propose_here(b, deadline));
+                    let all = bundles
+                        .into_iter()
+                        .map(|b| n.propose_forwarded(b, deadline));
                     let outcomes: Vec<ForwardOutcome> = futures::future::join_all(all).await;
                     Reply::Forward(outcomes)
                 }

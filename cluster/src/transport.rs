@@ -287,7 +287,13 @@ impl Transport {
                 } else {
                     let handler = me.handler.read().clone();
                     match handler {
-                        Some(h) => h.handle(peer, env.body).await,
+                        // A caller that gave up (its RPC timed out) stops the stream: drop
+                        // the work, so queued forwarded writes are withdrawn, not proposed
+                        // for nobody while new ones pile up behind them.
+                        Some(h) => tokio::select! {
+                            r = h.handle(peer, env.body) => r,
+                            _ = send.stopped() => return,
+                        },
                         None => Reply::Refused("node is starting".into()),
                     }
                 };

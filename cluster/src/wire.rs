@@ -53,6 +53,8 @@ pub enum Message {
     NodeInfo,
     /// A membership change, run on the leader.
     Admin(AdminOp),
+    /// What the receiver sees of the leader (the elector's pre-vote).
+    Probe,
 }
 
 /// Membership changes. Append-only.
@@ -79,6 +81,21 @@ pub enum Reply {
     Admin(Result<String, Refusal>),
     /// The request was refused before it was looked at (bad sender, version, group).
     Refused(String),
+    Probe(ProbeInfo),
+}
+
+/// The answer to [`Message::Probe`]. Append-only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// A voter whose Raft runs (it can vote and stand).
+    pub healthy: bool,
+    /// Whether the receiver believes it leads.
+    pub leading: bool,
+    /// As a leader: since its quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// As a follower: since it last heard from a leader (since start-up if never).
+    pub millis_since_leader: u64,
+    pub last_log_id: Option<LogId<NodeId>>,
 }
 
 /// The answer to one snapshot chunk. Append-only.
@@ -214,6 +231,15 @@ mod tests {
         );
         let admin = Message::Admin(AdminOp::Promote { id: 4 });
         assert_eq!(hex(&encode(&admin).unwrap()), "070104");
+        assert_eq!(hex(&encode(&Message::Probe).unwrap()), "08");
+        let probe = Reply::Probe(ProbeInfo {
+            healthy: true,
+            leading: false,
+            millis_since_quorum_ack: None,
+            millis_since_leader: 420,
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 77)),
+        });
+        assert_eq!(hex(&encode(&probe).unwrap()), "09010000fba401010301014d");
     }
 
     #[test]

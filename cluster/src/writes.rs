@@ -27,7 +27,7 @@ use thicket_engine::{Command, CommandError, Output};
 const LEADER_WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// Releases admitted bytes when a write ends, however it ends.
-struct Admitted<'a> {
+pub(crate) struct Admitted<'a> {
     inner: &'a Inner,
     bytes: usize,
 }
@@ -223,6 +223,24 @@ impl ClusterNode {
 }
 
 impl Inner {
+    /// A bundle forwarded by a follower: admitted against this node's in-flight bound
+    /// too (the leader carries every node's writes), then proposed.
+    pub(crate) async fn propose_forwarded(
+        &self,
+        bundle: Bundle,
+        deadline: Instant,
+    ) -> ForwardOutcome {
+        let bytes = bundle.size_bytes();
+        let before = self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let _admitted = Admitted { inner: self, bytes };
+        if before + bytes > self.config.in_flight_bytes_max {
+            return ForwardOutcome::Refused(Refusal::Overloaded {
+                retry_after_ms: 100,
+            });
+        }
+        self.propose_here(bundle, deadline).await
+    }
+
     /// Proposes `bundle` through this node's proposer (it must lead to succeed).
     pub(crate) async fn propose_here(&self, bundle: Bundle, deadline: Instant) -> ForwardOutcome {
         let mut ticket = match self.proposer.submit(bundle) {

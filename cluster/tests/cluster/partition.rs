@@ -98,3 +98,43 @@ async fn partitioned_leader_refuses_and_majority_serves() {
     );
     c.assert_identical().await;
 }
+
+/// A follower cut off from the leader while the rest of the cluster still hears it does
+/// not stand for election (the elector's pre-vote finds a peer that hears the leader):
+/// its term stays, and after healing the same leader still leads in the same term.
+/// openraft's own timer would have had it campaign, and its higher term would have
+/// deposed the leader on healing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_follower_does_not_disturb_the_leader() {
+    let c = TestCluster::start(3, default_tune).await;
+    let leader = c.wait_leader().await;
+    let term = c.node(leader).raft().metrics().borrow().current_term;
+    let mut followers = c.nodes.keys().copied().filter(|i| *i != leader);
+    let (cut, other) = (followers.next().unwrap(), followers.next().unwrap());
+    c.node(leader).transport().unwrap().faults.block(&[cut]);
+    c.node(cut).transport().unwrap().faults.block(&[leader]);
+
+    // Several leases pass: long enough for openraft's timer to have fired twice.
+    let lease = c.config(cut).election_timeout_max_ms;
+    tokio::time::sleep(Duration::from_millis(lease * 5)).await;
+    // The leader keeps serving through the follower it still reaches.
+    c.node(other)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
+    let m = c.node(cut).raft().metrics().borrow().clone();
+    assert_eq!(m.current_term, term, "the cut-off follower raised the term");
+    assert_ne!(m.state, openraft::ServerState::Candidate);
+
+    for n in c.nodes.values() {
+        n.transport().unwrap().faults.heal();
+    }
+    c.node(cut)
+        .write(vec![write_record("acme", "env", "a", 1, 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(c.wait_leader().await, leader, "the leader was deposed");
+    assert_eq!(c.node(leader).raft().metrics().borrow().current_term, term);
+    c.wait_converged().await;
+    c.assert_identical().await;
+}
