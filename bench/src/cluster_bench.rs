@@ -131,17 +131,26 @@ impl Cluster {
     }
 }
 
-fn body(records: usize, base_ts: i64, device: usize) -> String {
+/// Devices of the fleet (the `device` tag), as in the engine benchmark.
+const DEVICES: usize = 1000;
+
+/// A JSON array of `records` samples. Like a fleet, each device is written by one client
+/// only, in time order: client `w` of `clients` owns the devices `w, w + clients, ...`
+/// and cycles through them, with timestamps from its own counter `base_ts` upward.
+fn body(records: usize, base_ts: i64, w: usize, clients: usize) -> String {
+    let clients = clients.clamp(1, DEVICES);
+    let owned = DEVICES.div_ceil(clients).max(1);
     let mut s = String::with_capacity(records * 90 + 2);
     s.push('[');
     for i in 0..records {
         if i > 0 {
             s.push(',');
         }
+        let device = (w % clients + clients * (i % owned)) % DEVICES;
         s.push_str(&format!(
             r#"{{"ts":{},"device":"d{}","temperature":{:.2},"humidity":{:.1},"pressure":{:.1}}}"#,
             base_ts + i as i64,
-            (device + i) % 1000,
+            device,
             20.0 + (i % 17) as f64 * 0.1,
             40.0 + (i % 11) as f64,
             1000.0 + (i % 7) as f64
@@ -149,6 +158,25 @@ fn body(records: usize, base_ts: i64, device: usize) -> String {
     }
     s.push(']');
     s
+}
+
+/// Failed requests by cause (status code or transport error), for the report.
+#[derive(Default)]
+struct Failures(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl Failures {
+    fn add(&self, why: String) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(why).or_default() += 1;
+        }
+    }
+    fn report(&self) -> String {
+        let m = self.0.lock().map(|m| m.clone()).unwrap_or_default();
+        m.iter()
+            .map(|(k, v)| format!("{v}× {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -220,21 +248,26 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
             let before = c.cpu();
             let done = Arc::new(AtomicU64::new(0));
             let errors = Arc::new(AtomicU64::new(0));
+            let failures = Arc::new(Failures::default());
             let stop_at = Instant::now() + Duration::from_secs(a.secs);
             let mut tasks = Vec::new();
+            let cell_ts = ts.fetch_add(1 << 32, Ordering::Relaxed) as i64;
             for w in 0..conc {
                 let (http, url) = (c.http.clone(), urls[w % urls.len()].clone());
-                let (done, errors, ts) = (done.clone(), errors.clone(), ts.clone());
+                let (done, errors, failures) = (done.clone(), errors.clone(), failures.clone());
                 tasks.push(tokio::spawn(async move {
+                    // This client's own clock: its devices' samples stay in time order.
+                    let mut base = cell_ts;
                     // Bounded: by time, and by a request count far above what time allows.
                     for _ in 0..10_000_000u64 {
                         if Instant::now() >= stop_at {
                             break;
                         }
-                        let base = ts.fetch_add(size as u64, Ordering::Relaxed) as i64;
+                        let payload = body(size, base, w, conc);
+                        base += size as i64;
                         let r = http
                             .post(format!("http://{url}/v1/users/bench/buckets/env/data"))
-                            .body(body(size, base, w))
+                            .body(payload)
                             .timeout(Duration::from_secs(30))
                             .send()
                             .await;
@@ -242,8 +275,22 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
                             Ok(r) if r.status().is_success() => {
                                 done.fetch_add(size as u64, Ordering::Relaxed);
                             }
-                            _ => {
+                            Ok(r) => {
                                 errors.fetch_add(1, Ordering::Relaxed);
+                                let status = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                failures.add(format!(
+                                    "{status}: {}",
+                                    text.chars().take(120).collect::<String>()
+                                ));
+                            }
+                            Err(e) => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                failures.add(if e.is_timeout() {
+                                    "client timeout".into()
+                                } else {
+                                    format!("{e}")
+                                });
                             }
                         }
                     }
@@ -276,6 +323,9 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
                 us("apply"),
                 us("compaction")
             );
+            if errors.load(Ordering::Relaxed) > 0 {
+                println!("    failed requests: {}", failures.report());
+            }
         }
     }
 
@@ -296,7 +346,7 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
             let r = c
                 .http
                 .post(format!("http://{url}/v1/users/bench/buckets/env/data"))
-                .body(body(1, base, 0))
+                .body(body(1, base, 0, 1))
                 .send()
                 .await?;
             if r.status().is_success() {
@@ -340,7 +390,7 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
                     let sent = Instant::now();
                     let r = http
                         .post(format!("http://{url}/v1/users/bench/buckets/env/data"))
-                        .body(body(10, base, w))
+                        .body(body(10, base, w, 16))
                         .timeout(Duration::from_secs(10))
                         .send()
                         .await;

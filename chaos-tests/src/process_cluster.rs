@@ -109,8 +109,10 @@ impl Drop for Node {
 /// N nodes of one cluster.
 pub struct ProcessCluster {
     pub root: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    /// Declared before the temp dir: fields drop in order, so the nodes stop (and flush)
+    /// before their data dirs are removed.
     pub nodes: BTreeMap<u64, Node>,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl ProcessCluster {

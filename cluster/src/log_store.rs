@@ -33,10 +33,35 @@ pub const LOG_FORMAT_VERSION: u8 = 2;
 
 type SE = StorageError<NodeId>;
 
+/// How far the state machine's state is durable on disk (the engine writes no WAL: its
+/// state is durable as of its last flush, checkpoint or snapshot install). Shared by the
+/// state machine, which raises it, and the log store, which purges no entry above it.
+#[derive(Clone, Debug, Default)]
+pub struct DurableMark(Arc<std::sync::atomic::AtomicU64>);
+
+impl DurableMark {
+    /// The state holds every entry up to `index` durably.
+    pub fn raise(&self, index: Option<u64>) {
+        if let Some(i) = index {
+            self.0
+                .fetch_max(i.saturating_add(1), std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// The highest index held durably (`None`: nothing yet).
+    pub fn get(&self) -> Option<u64> {
+        self.0
+            .load(std::sync::atomic::Ordering::Acquire)
+            .checked_sub(1)
+    }
+}
+
 /// The Raft log store; clones share the database (the log reader is a clone).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// When set, purges stop at what the state holds durably (see [`LogStore::guard_purges`]).
+    durable: Option<DurableMark>,
     /// The thread that runs appends and other synced writes, in order.
     worker: crate::worker::Worker,
     /// Last committed index saved, for status reports (`u64::MAX`: none yet).
@@ -77,6 +102,7 @@ impl LogStore {
             .map_err(|e| StorageIOError::write(AnyError::error(format!("log thread: {e}"))))?;
         let store = LogStore {
             db: Arc::new(db),
+            durable: None,
             worker,
             committed: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         };
@@ -112,6 +138,15 @@ impl LogStore {
         }
     }
 
+    /// Purges delete no entry above `mark`. openraft purges the log up to a received
+    /// snapshot as soon as it takes the snapshot in, while the state machine may still be
+    /// installing it: a kill -9 in between left a node whose state lacked entries its log
+    /// no longer had, and it could not start again. Entries kept this way are deleted by
+    /// a later purge; the purge marker only moves as far as entries were deleted.
+    pub fn guard_purges(&mut self, mark: DurableMark) {
+        self.durable = Some(mark);
+    }
+
     /// The last log id stored (entry or purge marker), for the elector's probe answers.
     pub fn last_log_id(&self) -> Option<LogId<NodeId>> {
         self.last_purged()
@@ -120,6 +155,16 @@ impl LogStore {
                 tracing::warn!("reading the last log id: {e}");
                 None
             })
+    }
+
+    /// The log id of the entry at `index`, if the log holds it.
+    fn entry_log_id(&self, index: u64) -> Result<Option<LogId<NodeId>>, SE> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_LOGS)?, index_key(index))
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        v.map(|v| dec::<LogId<NodeId>>(&v).map_err(|e| StorageIOError::read_logs(e).into()))
+            .transpose()
     }
 
     /// The newest entry's log id (decoded from the entry's prefix only), else `purged`.
@@ -306,6 +351,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SE> {
+        let log_id = match self.durable.as_ref().map(|d| d.get()) {
+            None => log_id,
+            Some(Some(d)) if d >= log_id.index => log_id,
+            Some(durable) => {
+                // Only as far as the state holds durably: the log id of that entry.
+                let Some(d) = durable else {
+                    tracing::debug!("purge up to {log_id} deferred: no durable state yet");
+                    return Ok(());
+                };
+                match self.entry_log_id(d)? {
+                    Some(l) => {
+                        tracing::debug!("purge up to {log_id} held at {l} (durable state)");
+                        l
+                    }
+                    None => return Ok(()), // already purged that far
+                }
+            }
+        };
         self.blocking(move |s| {
             let mut wb = WriteBatch::default();
             wb.put_cf(s.cf(CF_META)?, KEY_PURGED, enc(&log_id));

@@ -128,6 +128,8 @@ impl ClusterNode {
             })?,
         );
         let sm = StateMachine::new(engine.clone(), &group.join("snapshots")).map_err(storage)?;
+        let mut log = log;
+        log.guard_purges(sm.durable_mark());
         let advertise = match (&config.cluster_advertise, &transport) {
             (Some(a), _) => a.clone(),
             (None, Some(t)) => t

@@ -98,6 +98,8 @@ pub struct StateMachine {
     worker: crate::worker::Worker,
     /// Fault injection (tests): the next applies fail as a storage error would.
     fail_applies: Arc<std::sync::atomic::AtomicBool>,
+    /// How far the engine's state is durable (raised at open, snapshot build and install).
+    durable: crate::log_store::DurableMark,
 }
 
 fn io(e: impl std::fmt::Display) -> AnyError {
@@ -119,7 +121,17 @@ impl StateMachine {
                 }
             }
         }
+        let durable = crate::log_store::DurableMark::default();
+        // What the engine holds at open is on disk.
+        if let Some(b) = engine
+            .applied_marker()
+            .map_err(|e| StorageIOError::read_state_machine(io(e)))?
+        {
+            let m = AppliedMarker::decode(&b).map_err(StorageIOError::read_state_machine)?;
+            durable.raise(m.last_applied.map(|l| l.index));
+        }
         Ok(StateMachine {
+            durable,
             engine,
             dir: snapshot_dir.to_path_buf(),
             seq: Arc::new(AtomicU64::new(0)),
@@ -128,6 +140,13 @@ impl StateMachine {
                 .map_err(|e| StorageIOError::write_state_machine(io(e)))?,
             fail_applies: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
+    }
+
+    /// How far the state is durable, for [`LogStore::guard_purges`].
+    ///
+    /// [`LogStore::guard_purges`]: crate::log_store::LogStore::guard_purges
+    pub fn durable_mark(&self) -> crate::log_store::DurableMark {
+        self.durable.clone()
     }
 
     /// The engine, for reads.
@@ -239,6 +258,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 snapshot_id,
             };
             me.set_current(&archive, &meta)?;
+            // The checkpoint flushed the state: durable at least this far.
+            me.durable.raise(meta.last_log_id.map(|l| l.index));
             Ok(meta)
         })
         .await
@@ -411,6 +432,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let installed = me.engine.install_snapshot(&dir).map_err(|e| err(io(e)));
             *me.cached.lock() = None;
             installed?;
+            // Installed, fsynced and swapped in.
+            me.durable.raise(meta2.last_log_id.map(|l| l.index));
             let _ = std::fs::remove_dir_all(&dir);
             me.set_current(&archive, &meta2)
         })

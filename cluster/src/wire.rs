@@ -239,7 +239,7 @@ mod tests {
             millis_since_leader: 420,
             last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 77)),
         });
-        assert_eq!(hex(&encode(&probe).unwrap()), "09010000fba401010301014d");
+        assert_eq!(hex(&encode(&probe).unwrap()), "09010000fba4010103014d");
     }
 
     #[test]
