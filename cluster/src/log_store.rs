@@ -385,3 +385,58 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::entry::RaftEntry;
+    use openraft::CommittedLeaderId;
+
+    fn lid(i: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(1, 1), i)
+    }
+
+    /// A purge deletes no entry the state does not hold durably, and moves the purge
+    /// marker only as far as it deleted; a later purge finishes the job.
+    #[tokio::test]
+    async fn purges_stop_at_the_durable_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        let mark = DurableMark::default();
+        log.guard_purges(mark.clone());
+        let cf = log.cf(CF_LOGS).unwrap();
+        for i in 0..10 {
+            let e = Entry::<TypeConfig>::new_blank(lid(i));
+            log.db.put_cf(cf, index_key(i), enc(&e)).unwrap();
+        }
+        let left = |log: &mut LogStore| {
+            let mut log = log.clone();
+            async move {
+                let st = log.get_log_state().await.unwrap();
+                let n = log.try_get_log_entries(0..10).await.unwrap().len();
+                (st.last_purged_log_id, st.last_log_id, n)
+            }
+        };
+
+        // Nothing durable yet (a snapshot still being installed): nothing goes.
+        log.purge(lid(7)).await.unwrap();
+        assert_eq!(left(&mut log).await, (None, Some(lid(9)), 10));
+        // Durable up to 4: entries 0..=4 go, the marker says 4.
+        mark.raise(Some(4));
+        log.purge(lid(7)).await.unwrap();
+        assert_eq!(left(&mut log).await, (Some(lid(4)), Some(lid(9)), 5));
+        // Durable past the request: the whole purge.
+        mark.raise(Some(9));
+        log.purge(lid(7)).await.unwrap();
+        assert_eq!(left(&mut log).await, (Some(lid(7)), Some(lid(9)), 2));
+        assert_eq!(log.last_log_id(), Some(lid(9)));
+        // Unguarded (the storage suite): purges as asked.
+        let plain_dir = tempfile::tempdir().unwrap();
+        let mut plain = LogStore::open(plain_dir.path()).unwrap();
+        plain.purge(lid(3)).await.unwrap();
+        assert_eq!(
+            plain.get_log_state().await.unwrap().last_purged_log_id,
+            Some(lid(3))
+        );
+    }
+}
