@@ -595,16 +595,21 @@ impl AggSource for AggInput<'_> {
 }
 
 impl BucketReader {
-    /// Oldest and newest record timestamps over `series`: two seeks per series.
+    /// Oldest and newest record timestamps over `series`: two seeks per series, on one
+    /// iterator (creating an iterator per series cost more than the seeks).
     fn time_range(&self, series: &[SeriesRef]) -> Result<Option<(i64, i64)>, QueryError> {
         let mut range: Option<(i64, i64)> = None;
+        let mut it = self.bucket_iter(keys::CF_SERIES)?;
         for s in series {
             let prefix = keys::series_prefix(self.view.id, s.id);
-            let mut it = self.iter(keys::CF_SERIES, &prefix, &keys::prefix_end(&prefix))?;
-            it.seek_to_first();
-            let first = it.key().and_then(keys::record_key_ts);
-            it.seek_to_last();
-            let last = it.key().and_then(keys::record_key_ts);
+            let in_series = |k: Option<&[u8]>| {
+                k.filter(|k| k.starts_with(&prefix))
+                    .and_then(keys::record_key_ts)
+            };
+            it.seek(prefix);
+            let first = in_series(it.key());
+            it.seek_for_prev(keys::prefix_end(&prefix));
+            let last = in_series(it.key());
             it.status().map_err(EngineError::rocks("reading records"))?;
             if let (Some(a), Some(b)) = (first, last) {
                 range = Some(match range {
