@@ -169,3 +169,32 @@ impl NodeConfig {
         c.validate().map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults fit one AppendEntries in a heartbeat; last session's bounds (8 entries
+    /// of 2 MiB at 40 ms) did not, and wedged a loaded cluster, so they are refused.
+    #[test]
+    fn append_entries_must_fit_in_a_heartbeat() {
+        let c = NodeConfig::single("/tmp/unused");
+        c.validate().unwrap();
+        c.raft_config().unwrap();
+        let mut big = c.clone();
+        big.heartbeat_ms = 40;
+        big.max_payload_entries = 8;
+        big.batch_bytes_max = 2 << 20;
+        let e = big.validate().unwrap_err();
+        assert!(e.contains("heartbeat"), "{e}");
+        // A longer heartbeat carries more.
+        big.heartbeat_ms = 300;
+        big.election_timeout_min_ms = 600;
+        big.election_timeout_max_ms = 900;
+        big.validate().unwrap();
+        // One write larger than an entry counts as the largest entry.
+        let mut w = c.clone();
+        w.write_bytes_max = 16 << 20;
+        assert!(w.validate().unwrap_err().contains("write_bytes_max"));
+    }
+}
