@@ -9,13 +9,17 @@
 //! Durability: `state/` is written without a WAL and flushed atomically across column
 //! families (TiKV's technique), so the applied marker in flushed files never runs ahead
 //! of the data beside it; after a crash the state is the one at that marker and the Raft
-//! log replays the rest. [`Engine::flush`] makes the current marker durable.
+//! log replays the rest. [`Engine::flush`] makes the current marker durable. The engine
+//! makes every memtable switch itself (RocksDB's own limit is set out of reach), each
+//! right after a write that also holds every changed open record block (`blocks`), so
+//! flushed files hold whole blocks as of their marker.
 //!
 //! Submodules: `apply` (the write path), `load` (indexes rebuilt at open), `read`
 //! (bucket reads, SQL tables, catalog reads), `rollup` (how rollup windows compose and
 //! which of them live only in memory), `snapshot` (checkpoint and install).
 
 mod apply;
+mod blocks;
 mod load;
 mod read;
 mod rollup;
@@ -66,6 +70,9 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub(crate) db: DB,
     pub(crate) state: RwLock<State>,
+    /// Set when a write failed: memory and database no longer agree, so nothing more is
+    /// written or flushed (a reopen recovers the last flushed state and the log replays).
+    pub(crate) poisoned: std::sync::atomic::AtomicBool,
 }
 
 /// Indexes rebuilt from the database at open. Apply mutates them under the write lock
@@ -76,6 +83,8 @@ pub(crate) struct State {
     pub(crate) views: HashMap<u32, Arc<BucketView>>,
     pub(crate) hot: HashMap<u32, BucketHot>,
     pub(crate) next_bucket_id: u32,
+    /// Bytes written since the last memtable switch (flush control, see `apply`).
+    pub(crate) unflushed_bytes: usize,
 }
 
 /// What readers need of a bucket. Copy-on-write (`Arc::make_mut`) when apply changes it.
@@ -102,13 +111,16 @@ pub(crate) struct FieldDef {
 /// Apply's private per-bucket state for the hot path (no reads for new records).
 #[derive(Default, Debug)]
 pub(crate) struct BucketHot {
-    pub(crate) series_index: rustc_hash::FxHashMap<Vec<String>, u32>,
+    /// Series id by tag values, encoded as in the series registry.
+    pub(crate) series_index: rustc_hash::FxHashMap<Vec<u8>, u32>,
     /// Newest timestamp per series (`i64::MIN` when it has none).
     pub(crate) last_ts: Vec<i64>,
-    /// Per series: its newest record, encoded (empty when it has none). Kept here
-    /// instead of in a column family: rewriting a row per series per batch cost a put
-    /// per record, and reading those rows back meant skipping their many versions.
-    pub(crate) newest: Vec<Vec<u8>>,
+    /// Per series: its open record block (its newest records, see `blocks`); `None`
+    /// when it has no records. Shared with readers, copied on write.
+    pub(crate) open: Vec<blocks::SharedOpen>,
+    /// Series whose open block changed since it was last written.
+    pub(crate) dirty: Vec<u32>,
+    pub(crate) is_dirty: Vec<bool>,
     /// Per series: the newest rollup windows, which live in memory only (see `rollup`).
     pub(crate) roll: Vec<rollup::SeriesRoll>,
 }
@@ -153,13 +165,50 @@ impl Engine {
     /// everything before it survive a crash. Returns that marker.
     pub fn flush(&self) -> EngineResult<Option<Vec<u8>>> {
         let inner = self.inner();
-        let _apply = inner.state.read(); // no apply in between: the marker matches the data
+        let mut st = inner.state.write(); // no apply in between: the marker matches the data
         let marker = inner
             .db
             .get_cf(cf(&inner.db, keys::CF_META)?, keys::KEY_APPLIED)
             .map_err(EngineError::rocks("reading the applied marker"))?;
-        flush_db(&inner.db)?;
+        inner.flush_all(&mut st, true)?;
         Ok(marker)
+    }
+}
+
+impl Inner {
+    pub(crate) fn check_poisoned(&self) -> EngineResult<()> {
+        if self.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(EngineError::Corrupt(
+                "an earlier write failed; the engine stopped writing (reopen it)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes every changed open block (no apply may run: the caller holds the state
+    /// lock); afterwards the database holds the whole state as of the current marker.
+    pub(crate) fn write_open_blocks(&self, st: &mut State) -> EngineResult<()> {
+        self.check_poisoned()?;
+        let mut wb = rocksdb::WriteBatch::default();
+        apply::put_open_blocks(&self.db, st, &mut wb)?;
+        if wb.is_empty() {
+            return Ok(());
+        }
+        st.unflushed_bytes += wb.size_in_bytes();
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(EngineError::rocks("writing open blocks"))
+    }
+
+    /// Open blocks written, then every column family flushed atomically (`wait`: until
+    /// the files are durable).
+    pub(crate) fn flush_all(&self, st: &mut State, wait: bool) -> EngineResult<()> {
+        self.write_open_blocks(st)?;
+        flush_db_opt(&self.db, wait)?;
+        st.unflushed_bytes = 0;
+        Ok(())
     }
 }
 
@@ -168,6 +217,10 @@ impl Engine {
     /// data settles at). Concurrent reads and applies proceed.
     pub fn compact(&self) -> EngineResult<()> {
         let inner = self.inner();
+        // A manual compaction flushes memtables first: the open blocks must be in them, so
+        // no apply may run until it is done.
+        let mut st = inner.state.write();
+        inner.flush_all(&mut st, true)?;
         for name in ALL_CFS {
             inner
                 .db
@@ -181,19 +234,30 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // Without a WAL, unflushed memtables are lost at close; flush what we can so a
         // clean shutdown needs no log replay. Errors are logged: Drop cannot report them.
-        if let Err(e) = flush_db(&self.inner.read().db) {
+        let inner = self.inner.read().clone();
+        if inner.poisoned.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut st = inner.state.write();
+        if let Err(e) = inner.flush_all(&mut st, true) {
             tracing::warn!("flush at close failed: {e}");
         }
     }
 }
 
+/// Flushes every column family atomically and waits for it. Callers that may hold open
+/// blocks in memory use [`Inner::flush_all`].
 pub(crate) fn flush_db(db: &DB) -> EngineResult<()> {
+    flush_db_opt(db, true)
+}
+
+fn flush_db_opt(db: &DB, wait: bool) -> EngineResult<()> {
     let cfs: Vec<_> = ALL_CFS
         .iter()
         .map(|n| cf(db, n))
         .collect::<EngineResult<_>>()?;
     let mut fo = rocksdb::FlushOptions::default();
-    fo.set_wait(true);
+    fo.set_wait(wait);
     db.flush_cfs_opt(&cfs, &fo)
         .map_err(EngineError::rocks("flushing the state"))
 }
@@ -207,8 +271,16 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> EngineResult<&'a rocksdb::Column
 /// The series CF's memtable insert hints, keyed by the 8-byte [bucket][series] prefix.
 const HINT_PREFIX_OPTION: &str = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8";
 
-pub(crate) fn db_options(opts: &EngineOptions) -> (Options, Vec<ColumnFamilyDescriptor>) {
-    let mut db_opts = Options::default();
+pub(crate) fn db_options(
+    opts: &EngineOptions,
+) -> EngineResult<(Options, Vec<ColumnFamilyDescriptor>)> {
+    // Without a WAL a close would flush memtables on its own, possibly without the open
+    // blocks; the engine flushes itself before it closes (see `Drop`). The C API has the
+    // setter but the crate does not: set it through an options string, first (the
+    // options built from a string keep none of the settings made before).
+    let mut db_opts = Options::default()
+        .get_options_from_string("avoid_flush_during_shutdown=true")
+        .map_err(EngineError::rocks("setting avoid_flush_during_shutdown"))?;
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
     db_opts.set_atomic_flush(true);
@@ -241,16 +313,21 @@ pub(crate) fn db_options(opts: &EngineOptions) -> (Options, Vec<ColumnFamilyDesc
             // nearly all of it ends up and stays (denser, decompression still fast).
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_bottommost_compression_type(DBCompressionType::Zstd);
-            o.set_write_buffer_size(opts.write_buffer_bytes);
+            // The engine switches memtables itself at `write_buffer_bytes` (see `apply`);
+            // RocksDB's own limit is kept out of reach, since its switch would flush a
+            // state whose open blocks were not written.
+            o.set_write_buffer_size(opts.write_buffer_bytes.saturating_mul(4).max(256 << 20));
+            o.set_max_write_buffer_number(4);
+            o.set_arena_block_size((opts.write_buffer_bytes / 8).clamp(64 << 10, 4 << 20));
             o.set_level_compaction_dynamic_level_bytes(true);
             ColumnFamilyDescriptor::new(*name, o)
         })
         .collect();
-    (db_opts, cfs)
+    Ok((db_opts, cfs))
 }
 
 fn open_generation(dir: &Path, opts: &EngineOptions) -> EngineResult<Inner> {
-    let (db_opts, cfs) = db_options(opts);
+    let (db_opts, cfs) = db_options(opts)?;
     let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
         .map_err(EngineError::rocks(format!("opening {}", dir.display())))?;
     let meta = cf(&db, keys::CF_META)?;
@@ -288,6 +365,7 @@ fn open_generation(dir: &Path, opts: &EngineOptions) -> EngineResult<Inner> {
     Ok(Inner {
         db,
         state: RwLock::new(state),
+        poisoned: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

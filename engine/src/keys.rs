@@ -5,7 +5,7 @@
 //!   `[0x01][kind][user] 0x00 [parent] 0x00 [id]` catalog documents (JSON text);
 //!   `[0x02][bucket u32]` bucket internals: `[0x01][field u16]` field registry,
 //!   `[0x02][series u32]` series tag values.
-//! - `series`: `[bucket u32][series u32][ts]` → encoded record.
+//! - `series`: `[bucket u32][series u32][first ts]` → a block of records (`engine/blocks.rs`).
 //! - `rollups`: `[bucket u32][series u32][level u8][window start]` → per-field [`Stats`](crate::stats::Stats),
 //!   for every window except each series' newest per level (those live in memory).
 //! - `latest`: unused since format 2 (the newest record of each series lives in memory);
@@ -23,8 +23,8 @@ pub const ALL_CFS: [&str; 4] = [CF_META, CF_SERIES, CF_ROLLUPS, CF_LATEST];
 
 /// Format of this database's layout; checked at open and in snapshots. 2: the newest
 /// rollup window of each series is no longer stored, and hour/day rows are folds of
-/// their children.
-pub const FORMAT_VERSION: u32 = 2;
+/// their children. 3: raw records are stored in blocks (`engine/blocks.rs`).
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const KEY_FORMAT: &[u8] = b"\x00format";
 pub const KEY_APPLIED: &[u8] = b"\x00applied";
@@ -111,7 +111,7 @@ pub fn series_prefix(bucket: u32, series: u32) -> [u8; 8] {
     k
 }
 
-/// Raw record key.
+/// Raw record key (of a record block: its first record's timestamp).
 pub fn record_key(bucket: u32, series: u32, ts: i64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&series_prefix(bucket, series));

@@ -2,22 +2,28 @@
 //!
 //! One call is one RocksDB write batch holding every effect plus the marker, written
 //! without a WAL (see `engine.rs`). Commands see each other's effects through the
-//! [`Batch`] overlays (meta documents, records, rollup rows, newest rows), so a batch is
+//! [`Batch`] overlays (meta documents, record blocks, rollup rows), so a batch is
 //! equivalent to applying its commands one by one. Each command validates everything
 //! before it changes anything, so a rejected command leaves no trace.
 //!
-//! Rollups (definitions in `rollup.rs`), the hot path: a record newer than its series'
-//! newest timestamp reads nothing and writes no rollup row; it goes into the series'
-//! in-memory 15-minute window. When a series moves past a window, that window's row is
-//! written once and folded into the level above. A late point is merged into the row
-//! of its 15-minute window (one read); a replacing record recomputes that window from
-//! raw rows when it is applied. Either way the hour and day windows above are folded
-//! again from their children at the end of the batch.
+//! Records (layout in `blocks.rs`), the hot path: a record newer than its series' newest
+//! is appended to the series' open block in memory; nothing is read and nothing is
+//! written until the block closes (full, or its 15-minute window is over). A late or
+//! replacing record goes into the open block when it falls inside it, else into the
+//! closed records of its window, read once per batch and written again as chunks.
+//!
+//! Rollups (definitions in `rollup.rs`): a record newer than its series' newest
+//! timestamp goes into the series' in-memory 15-minute window. When a series moves past
+//! a window, that window's row is written once and folded into the level above. A late
+//! point is merged into the row of its 15-minute window (one read); a replacing record
+//! recomputes that window from raw rows when it is applied. Either way the hour and day
+//! windows above are folded again from their children at the end of the batch.
 
-use super::load::{decode_rollup, encode_rollup, encode_tag_values};
+use super::load::{decode_rollup, encode_rollup};
+use super::blocks::{block_window, chunk, BlockIter, OpenBlock};
 use super::rollup::{
-    child, fold, merge_row, parent, push_points, row_from_records, stored_records, stored_rows,
-    to_types, Row, SeriesRoll,
+    child, fold, merge_row, parent, push_points, row_from_records, stored_rows, to_types, Row,
+    SeriesRoll,
 };
 use super::{cf, BucketHot, BucketView, Engine, FieldDef, State};
 use crate::aggregate::RollupLevel;
@@ -28,7 +34,7 @@ use crate::keys;
 use crate::limits::{BUCKET_FIELDS_MAX, SERIES_PER_BUCKET_MAX};
 use crate::record;
 use crate::stats::Stats;
-use crate::value::{FieldType, Num, Value};
+use crate::value::{FieldType, Num};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +50,7 @@ impl Engine {
     /// nothing of it is stored).
     pub fn apply(&self, commands: &[Command], marker: &[u8]) -> EngineResult<Vec<CmdResult>> {
         let inner = self.inner();
+        inner.check_poisoned()?;
         let mut st = inner.state.write();
         let outcome = (|| {
             let mut batch = Batch::new(&inner.db);
@@ -51,24 +58,85 @@ impl Engine {
             for c in commands {
                 results.push(batch.apply_command(&mut st, c)?);
             }
-            let wb = batch.finish(&mut st, marker)?;
+            let appended = batch.appended_bytes;
+            let mut wb = batch.finish(&mut st, marker)?;
+            // Flush control: the engine switches memtables itself, once the records
+            // applied since the last switch reach `write_buffer_bytes`, right after a
+            // write that also holds every changed open block (see `blocks`).
+            let pending = st.unflushed_bytes + wb.size_in_bytes() + appended;
+            let switch = pending >= self.opts.write_buffer_bytes;
+            if switch {
+                put_open_blocks(&inner.db, &mut st, &mut wb)?;
+            }
             let mut wo = WriteOptions::default();
             wo.disable_wal(true);
             inner
                 .db
                 .write_opt(wb, &wo)
                 .map_err(EngineError::rocks("writing the batch"))?;
+            st.unflushed_bytes = pending;
+            if switch {
+                super::flush_db_opt(&inner.db, false)?;
+                st.unflushed_bytes = 0;
+            }
             Ok(results)
         })();
         if outcome.is_err() {
-            // Apply mutated the indexes as it went; the database has none of it.
-            match super::load::load_state(&inner.db) {
-                Ok(s) => *st = s,
-                Err(e) => tracing::error!("reloading indexes after a failed apply: {e}"),
-            }
+            // Apply changed memory (indexes, open blocks) as it went, and the database may
+            // lack earlier batches' open blocks: stop writing, so that nothing inconsistent
+            // is ever flushed. A reopen recovers the last flushed state; the log replays.
+            inner
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         outcome
     }
+}
+
+/// Puts every changed open block into `wb` and marks them written.
+pub(crate) fn put_open_blocks(db: &DB, st: &mut State, wb: &mut WriteBatch) -> EngineResult<()> {
+    let series_cf = cf(db, keys::CF_SERIES)?;
+    let mut bids: Vec<u32> = st.hot.keys().copied().collect();
+    bids.sort_unstable();
+    for bid in bids {
+        let Some(hot) = st.hot.get_mut(&bid) else {
+            continue;
+        };
+        let mut dirty = std::mem::take(&mut hot.dirty);
+        dirty.sort_unstable();
+        for sid in dirty {
+            let s = sid as usize;
+            if !std::mem::replace(&mut hot.is_dirty[s], false) {
+                continue;
+            }
+            if let Some(open) = &hot.open[s] {
+                wb.put_cf(
+                    series_cf,
+                    keys::record_key(bid, sid, open.first_ts),
+                    &open.bytes,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mark_dirty(hot: &mut BucketHot, sid: u32) {
+    let d = &mut hot.is_dirty[sid as usize];
+    if !*d {
+        *d = true;
+        hot.dirty.push(sid);
+    }
+}
+
+/// The closed records of one 15-minute window of one series, read once per batch when a
+/// late record or a recomputation needs them (`blocks`).
+struct Window {
+    /// (ts, record), sorted; never the open block's.
+    recs: Vec<(i64, Vec<u8>)>,
+    /// Keys (first ts) of the blocks they were read from, replaced when `dirty`.
+    keys: Vec<i64>,
+    dirty: bool,
 }
 
 /// Effects of one apply call, gathered before they are written.
@@ -78,8 +146,14 @@ struct Batch<'a> {
     meta: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Range deletions, written before everything else.
     range_deletes: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
-    /// New raw records per (bucket, series).
-    records: FxHashMap<(u32, u32), BTreeMap<i64, Vec<u8>>>,
+    /// Record blocks to write by (bucket, series, first ts) (`None` deletes).
+    blocks: BTreeMap<(u32, u32, i64), Option<Vec<u8>>>,
+    /// Windows whose closed records this batch read, by (bucket, series, window start).
+    windows: BTreeMap<(u32, u32, i64), Window>,
+    /// Record bytes appended to open blocks (flush control counts them as written).
+    appended_bytes: usize,
+    /// Scratch for one record's encoding.
+    encoded: Vec<u8>,
     /// Rollup rows to write (`None` deletes).
     rollups: FxHashMap<RollupKey, Option<Vec<(u16, Stats)>>>,
     /// Hour and day windows to fold again from their children at the end of the batch
@@ -98,7 +172,10 @@ impl<'a> Batch<'a> {
             db,
             meta: BTreeMap::new(),
             range_deletes: Vec::new(),
-            records: FxHashMap::default(),
+            blocks: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            appended_bytes: 0,
+            encoded: Vec::new(),
             rollups: FxHashMap::default(),
             recompute: BTreeSet::new(),
             stored_open: BTreeSet::new(),
@@ -466,7 +543,8 @@ impl<'a> Batch<'a> {
             self.range_deletes
                 .push((name, prefix.to_vec(), keys::prefix_end(&prefix)));
         }
-        self.records.retain(|(b, _), _| *b != bid);
+        self.blocks.retain(|(b, ..), _| *b != bid);
+        self.windows.retain(|(b, ..), _| *b != bid);
         self.rollups.retain(|(b, ..), _| *b != bid);
         self.recompute.retain(|(b, ..)| *b != bid);
     }
@@ -505,14 +583,14 @@ impl<'a> Batch<'a> {
             if hot.last_ts[sid as usize] < before {
                 hot.last_ts[sid as usize] = i64::MIN;
                 hot.roll[sid as usize] = SeriesRoll::default();
-                hot.newest[sid as usize] = Vec::new();
+                hot.open[sid as usize] = None;
             }
         }
-        for ((b, _), rows) in self.records.iter_mut() {
-            if *b == bid {
-                *rows = rows.split_off(&before);
-            }
-        }
+        // Blocks never span a window, and `before` is a window boundary.
+        self.blocks
+            .retain(|(b, _, first), _| *b != bid || *first >= before);
+        self.windows
+            .retain(|(b, _, ws), _| *b != bid || *ws >= before);
         self.rollups
             .retain(|(b, _, _, ws), _| *b != bid || *ws >= before);
         self.recompute
@@ -549,18 +627,33 @@ impl<'a> Batch<'a> {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        // Phase 1: resolve every field against the registry without changing it.
+        // Phase 1: resolve every field and series without changing anything.
         let plan = match plan_fields(view, &parsed, bucket) {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        let new_series = parsed
-            .iter()
-            .filter(|r| !hot.series_index.contains_key(&r.tags))
-            .map(|r| &r.tags)
-            .collect::<BTreeSet<_>>()
-            .len();
-        if view.series.len() + new_series > SERIES_PER_BUCKET_MAX {
+        let mut key = Vec::new();
+        let mut sids = Vec::with_capacity(parsed.len());
+        // New series in order of first appearance: (tag key, record index).
+        let mut new_series: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
+        let mut new_order: Vec<usize> = Vec::new();
+        for (i, rec) in parsed.iter().enumerate() {
+            encode_tag_key(rec.tags, &mut key);
+            let sid = match hot.series_index.get(key.as_slice()) {
+                Some(&s) => s,
+                None => match new_series.get(key.as_slice()) {
+                    Some(&s) => s,
+                    None => {
+                        let s = (view.series.len() + new_order.len()) as u32;
+                        new_series.insert(key.clone(), s);
+                        new_order.push(i);
+                        s
+                    }
+                },
+            };
+            sids.push(sid);
+        }
+        if view.series.len() + new_order.len() > SERIES_PER_BUCKET_MAX {
             return Ok(Err(CommandError::TooLarge {
                 what: format!("series (distinct tag values) in bucket `{bucket}`"),
                 limit: SERIES_PER_BUCKET_MAX as u64,
@@ -586,43 +679,37 @@ impl<'a> Batch<'a> {
             v.extend_from_slice(f.name.as_bytes());
             self.meta.insert(keys::field_key(bid, fid), Some(v));
         }
-        let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
-        let mut encoded = Vec::new();
-        let mut ids: Vec<(u16, Value)> = Vec::new();
-        let mut nums: Vec<(u16, Num)> = Vec::new();
-        for rec in &parsed {
-            let sid = match hot.series_index.get(&rec.tags) {
-                Some(&s) => s,
-                None => {
-                    let s = view.series.len() as u32;
-                    self.meta
-                        .insert(keys::series_key(bid, s), Some(encode_tag_values(&rec.tags)));
-                    view.series.push(rec.tags.clone());
-                    hot.series_index.insert(rec.tags.clone(), s);
-                    hot.last_ts.push(i64::MIN);
-                    hot.roll.push(SeriesRoll::default());
-                    hot.newest.push(Vec::new());
-                    s
-                }
-            };
-            ids.clear();
-            nums.clear();
-            for (name, v) in &rec.fields {
-                let fid = view.field_ids[name];
-                let v = match (view.fields[fid as usize].ty, v) {
-                    (FieldType::Float, Value::Int(i)) => Value::Float(*i as f64),
-                    _ => v.clone(),
-                };
-                if let Some(n) = v.as_num() {
-                    nums.push((fid, n));
-                }
-                ids.push((fid, v));
-            }
-            encoded.clear();
-            let refs: Vec<(u16, &Value)> = ids.iter().map(|(f, v)| (*f, v)).collect();
-            record::encode_fields(&refs, &mut encoded);
-            self.put_record(hot, bid, sid, rec.ts, encoded.clone(), &nums, &types)?;
+        for i in new_order {
+            let tags: Vec<String> = parsed.get(i).tags.iter().map(|t| t.to_string()).collect();
+            encode_tag_key(parsed.get(i).tags, &mut key);
+            let s = view.series.len() as u32;
+            self.meta
+                .insert(keys::series_key(bid, s), Some(key.clone()));
+            view.series.push(tags);
+            hot.series_index.insert(key.clone(), s);
+            hot.last_ts.push(i64::MIN);
+            hot.roll.push(SeriesRoll::default());
+            hot.open.push(None);
+            hot.is_dirty.push(false);
         }
+        let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
+        let mut nums: Vec<(u16, Num)> = Vec::new();
+        let mut encoded = std::mem::take(&mut self.encoded);
+        for (rec, sid) in parsed.iter().zip(sids) {
+            nums.clear();
+            encoded.clear();
+            record::put_count(&mut encoded, rec.fields.len());
+            for (j, (_, v)) in rec.fields.iter().enumerate() {
+                let fid = plan.fids[rec.first_field + j];
+                let float_field = types[fid as usize] == FieldType::Float;
+                record::put_field(&mut encoded, fid, v, float_field);
+                if let Some(n) = v.as_num() {
+                    nums.push((fid, if float_field { n.to_type(FieldType::Float) } else { n }));
+                }
+            }
+            self.put_record(hot, bid, sid, rec.ts, &encoded, &nums, &types)?;
+        }
+        self.encoded = encoded;
         Ok(Ok(Output::Written {
             records: parsed.len() as u64,
         }))
@@ -635,22 +722,36 @@ impl<'a> Batch<'a> {
         bid: u32,
         sid: u32,
         ts: i64,
-        bytes: Vec<u8>,
+        rec: &[u8],
         nums: &[(u16, Num)],
         types: &[FieldType],
     ) -> EngineResult<()> {
-        let last = hot.last_ts[sid as usize];
-        // Before this record joins the batch's overlay, which `record_exists` reads.
-        let replaces = ts == last || (ts < last && self.record_exists(bid, sid, ts)?);
-        if ts >= last {
-            hot.newest[sid as usize] = bytes.clone();
-        }
-        self.records
-            .entry((bid, sid))
-            .or_default()
-            .insert(ts, bytes);
+        let s = sid as usize;
+        let last = hot.last_ts[s];
+        self.appended_bytes += rec.len() + 4;
+        mark_dirty(hot, sid);
         let m15 = RollupLevel::M15;
         if ts <= last {
+            // Late or replacing: into the open block when at or after its first record,
+            // else into the closed records of its window.
+            let replaces = match hot.open[s].as_mut() {
+                Some(open) if ts >= open.first_ts => Arc::make_mut(open).insert(ts, rec)?,
+                open => {
+                    let open_first = open.as_ref().map(|o| o.first_ts);
+                    let w = self.window(bid, sid, block_window(ts), open_first)?;
+                    w.dirty = true;
+                    match w.recs.binary_search_by_key(&ts, |r| r.0) {
+                        Ok(i) => {
+                            w.recs[i].1 = rec.to_vec();
+                            true
+                        }
+                        Err(i) => {
+                            w.recs.insert(i, (ts, rec.to_vec()));
+                            false
+                        }
+                    }
+                }
+            };
             if replaces {
                 // Replacing: a point cannot be taken out of merged statistics, so its
                 // 15-minute window is recomputed from raw rows, now (not at the end of the
@@ -658,10 +759,19 @@ impl<'a> Batch<'a> {
                 // boundaries, which differ between replicas); the windows above are
                 // folded again at the end of the batch.
                 let ws = m15.window_start(ts);
-                let row =
-                    self.row_from_raw(bid, sid, ws, ws.saturating_add(m15.len_ms()), types)?;
+                let open = hot.open[s].clone();
+                let open_first = open.as_ref().map(|o| o.first_ts);
+                let closed = &self.window(bid, sid, ws, open_first)?.recs;
+                let mut recs: Vec<(i64, &[u8])> =
+                    closed.iter().map(|(t, v)| (*t, v.as_slice())).collect();
+                if let Some(open) = open.as_ref().filter(|o| block_window(o.first_ts) == ws) {
+                    for r in open.records() {
+                        recs.push(r?);
+                    }
+                }
+                let row = row_from_records(recs, types)?;
                 if ws == m15.window_start(last) {
-                    let roll = &mut hot.roll[sid as usize];
+                    let roll = &mut hot.roll[s];
                     roll.m15 = row;
                     if roll.m15_stored {
                         self.stored_open.insert((bid, sid));
@@ -683,7 +793,7 @@ impl<'a> Batch<'a> {
                 // window's row is also stored (rewritten at the end of each batch that
                 // changes it), because arrival order now matters to its bits and raw rows
                 // no longer rebuild it.
-                let roll = &mut hot.roll[sid as usize];
+                let roll = &mut hot.roll[s];
                 push_points(&mut roll.m15, ts, nums);
                 roll.m15_stored = true;
                 self.stored_open.insert((bid, sid));
@@ -700,8 +810,18 @@ impl<'a> Batch<'a> {
             }
             return Ok(());
         }
-        hot.last_ts[sid as usize] = ts;
-        let roll = &mut hot.roll[sid as usize];
+        // The hot path: newer than everything of the series, appended to its open block.
+        match &mut hot.open[s] {
+            Some(open) if !open.full_for(ts) => Arc::make_mut(open).append(ts, rec),
+            slot => {
+                if let Some(old) = slot.take() {
+                    self.close_block(bid, sid, &old);
+                }
+                *slot = Some(Arc::new(OpenBlock::new(ts, rec)));
+            }
+        }
+        hot.last_ts[s] = ts;
+        let roll = &mut hot.roll[s];
         if last != i64::MIN {
             self.close_windows(roll, bid, sid, last, ts);
         }
@@ -712,27 +832,85 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Whether a record with this timestamp exists (in this batch or stored).
-    fn record_exists(&self, bid: u32, sid: u32, ts: i64) -> EngineResult<bool> {
-        if let Some(rows) = self.records.get(&(bid, sid)) {
-            if rows.contains_key(&ts) {
-                return Ok(true);
+    /// Writes a series' open block as a closed one (it is full or its window is over).
+    fn close_block(&mut self, bid: u32, sid: u32, block: &OpenBlock) {
+        match self
+            .windows
+            .get_mut(&(bid, sid, block_window(block.first_ts)))
+        {
+            // This batch read the window: the block joins its closed records, which are
+            // written again at the end (they are all older than the block's).
+            Some(w) => {
+                for (t, v) in block.records().flatten() {
+                    w.recs.push((t, v.to_vec()));
+                }
+                w.dirty = true;
+            }
+            None => {
+                self.blocks
+                    .insert((bid, sid, block.first_ts), Some(block.bytes.clone()));
             }
         }
-        if self.expired.get(&bid).is_some_and(|b| ts < *b) {
-            return Ok(false);
-        }
-        let found = self
-            .db
-            .get_pinned_cf(
-                cf(self.db, keys::CF_SERIES)?,
-                keys::record_key(bid, sid, ts),
-            )
-            .map_err(EngineError::rocks("reading a replaced record"))?;
-        Ok(found.is_some())
     }
 
-    /// A stored rollup row as this batch sees it (empty when there is none).
+    /// The closed records of window `ws` of a series (read at the first need in a batch):
+    /// its stored blocks (this batch's writes over the database's), never the open block
+    /// (`open_first`), whose stored copy may be stale.
+    fn window(
+        &mut self,
+        bid: u32,
+        sid: u32,
+        ws: i64,
+        open_first: Option<i64>,
+    ) -> EngineResult<&mut Window> {
+        let key = (bid, sid, ws);
+        if !self.windows.contains_key(&key) {
+            let end = ws.saturating_add(RollupLevel::M15.len_ms());
+            let mut blocks: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+            if ws >= self.floor(bid) {
+                let mut ro = rocksdb::ReadOptions::default();
+                ro.set_iterate_upper_bound(keys::record_key(bid, sid, end).to_vec());
+                let mut it = self
+                    .db
+                    .raw_iterator_cf_opt(cf(self.db, keys::CF_SERIES)?, ro);
+                it.seek(keys::record_key(bid, sid, ws));
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    let first = keys::record_key_ts(k)
+                        .ok_or_else(|| EngineError::Corrupt("record block key".into()))?;
+                    blocks.insert(first, v.to_vec());
+                    it.next();
+                }
+                it.status()
+                    .map_err(EngineError::rocks("reading record blocks"))?;
+            }
+            for ((_, _, first), v) in self.blocks.range((bid, sid, ws)..(bid, sid, end)) {
+                match v {
+                    Some(v) => blocks.insert(*first, v.clone()),
+                    None => blocks.remove(first),
+                };
+            }
+            if let Some(f) = open_first {
+                blocks.remove(&f);
+            }
+            let mut recs = Vec::new();
+            for (first, b) in &blocks {
+                for r in BlockIter::new(*first, b) {
+                    let (t, v) = r?;
+                    recs.push((t, v.to_vec()));
+                }
+            }
+            self.windows.insert(
+                key,
+                Window {
+                    recs,
+                    keys: blocks.into_keys().collect(),
+                    dirty: false,
+                },
+            );
+        }
+        Ok(self.windows.get_mut(&key).expect("inserted above"))
+    }
+
     fn stored_row(&self, key: RollupKey) -> EngineResult<Row> {
         if let Some(r) = self.rollups.get(&key) {
             return Ok(r.clone().unwrap_or_default());
@@ -842,24 +1020,6 @@ impl<'a> Batch<'a> {
         self.expired.get(&bid).copied().unwrap_or(i64::MIN)
     }
 
-    /// One 15-minute window from raw rows: the database's, overlaid by this batch's.
-    fn row_from_raw(
-        &self,
-        bid: u32,
-        sid: u32,
-        ws: i64,
-        end: i64,
-        types: &[FieldType],
-    ) -> EngineResult<Row> {
-        let mut rows = stored_records(self.db, bid, sid, self.floor(bid).max(ws), end)?;
-        if let Some(batch_rows) = self.records.get(&(bid, sid)) {
-            for (ts, v) in batch_rows.range(ws..end) {
-                rows.insert(*ts, v.clone());
-            }
-        }
-        row_from_records(rows.iter().map(|(t, v)| (*t, v.as_slice())), types)
-    }
-
     /// Fold of the `level` rows of one series with window starts in `[from, to)`.
     fn fold_children(
         &self,
@@ -912,13 +1072,25 @@ impl<'a> Batch<'a> {
             wb.delete_range_cf(cf(db, name)?, from, to);
         }
         let series_cf = cf(db, keys::CF_SERIES)?;
+        // Windows that took late records: their closed records written again as chunks.
+        for ((bid, sid, _), w) in std::mem::take(&mut self.windows) {
+            if !w.dirty {
+                continue;
+            }
+            for k in w.keys {
+                self.blocks.insert((bid, sid, k), None);
+            }
+            for (first, bytes) in chunk(&w.recs) {
+                self.blocks.insert((bid, sid, first), Some(bytes));
+            }
+        }
         // In key order: RocksDB's skiplist memtable inserts a key that follows the previous
         // one from where that one went, instead of searching from the top.
-        let mut series: Vec<(u32, u32)> = self.records.keys().copied().collect();
-        series.sort_unstable();
-        for (bid, sid) in series {
-            for (ts, v) in &self.records[&(bid, sid)] {
-                wb.put_cf(series_cf, keys::record_key(bid, sid, *ts), v);
+        for ((bid, sid, first), v) in &self.blocks {
+            let key = keys::record_key(*bid, *sid, *first);
+            match v {
+                Some(v) => wb.put_cf(series_cf, key, v),
+                None => wb.delete_cf(series_cf, key),
             }
         }
         let rollups_cf = cf(db, keys::CF_ROLLUPS)?;
@@ -949,6 +1121,9 @@ impl<'a> Batch<'a> {
 struct FieldPlan {
     new_fields: Vec<(String, FieldType)>,
     promoted: Vec<u16>,
+    /// The field id of every parsed field (`ParsedRecords::all_fields` order); new fields
+    /// get the ids they will have once `new_fields` are registered in order.
+    fids: Vec<u16>,
 }
 
 /// Checks every field of every record against the registry (and against the new fields
@@ -957,15 +1132,17 @@ struct FieldPlan {
 /// distinguish 21 from 21.0, so devices send both); any other mismatch is an error.
 fn plan_fields(
     view: &BucketView,
-    records: &[record::ParsedRecord],
+    records: &record::ParsedRecords<'_>,
     bucket: &str,
 ) -> Result<FieldPlan, CommandError> {
     let mut plan = FieldPlan {
         new_fields: Vec::new(),
         promoted: Vec::new(),
+        fids: Vec::with_capacity(records.all_fields().len()),
     };
     for (i, rec) in records.iter().enumerate() {
-        for (name, v) in &rec.fields {
+        for (name, v) in rec.fields {
+            let name: &str = name;
             let vt = v.field_type();
             let current = match view.field_ids.get(name) {
                 Some(&fid) => {
@@ -974,15 +1151,15 @@ fn plan_fields(
                     } else {
                         view.fields[fid as usize].ty
                     };
-                    Some((Some(fid), ty))
+                    Some((fid, true, ty))
                 }
                 None => plan
                     .new_fields
                     .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, t)| (None, *t)),
+                    .position(|(n, _)| n == name)
+                    .map(|k| ((view.fields.len() + k) as u16, false, plan.new_fields[k].1)),
             };
-            match current {
+            let fid = match current {
                 None => {
                     if view.fields.len() + plan.new_fields.len() >= BUCKET_FIELDS_MAX {
                         return Err(CommandError::TooLarge {
@@ -990,29 +1167,42 @@ fn plan_fields(
                             limit: BUCKET_FIELDS_MAX as u64,
                         });
                     }
-                    plan.new_fields.push((name.clone(), vt));
+                    plan.new_fields.push((name.to_string(), vt));
+                    (view.fields.len() + plan.new_fields.len() - 1) as u16
                 }
-                Some((_, ty)) if ty == vt => {}
-                Some((_, FieldType::Float)) if vt == FieldType::Int => {}
-                Some((fid, FieldType::Int)) if vt == FieldType::Float => match fid {
-                    Some(fid) => plan.promoted.push(fid),
-                    None => {
-                        if let Some(f) = plan.new_fields.iter_mut().find(|(n, _)| n == name) {
-                            f.1 = FieldType::Float;
-                        }
+                Some((fid, _, ty)) if ty == vt => fid,
+                Some((fid, _, FieldType::Float)) if vt == FieldType::Int => fid,
+                Some((fid, registered, FieldType::Int)) if vt == FieldType::Float => {
+                    if registered {
+                        plan.promoted.push(fid);
+                    } else {
+                        plan.new_fields[fid as usize - view.fields.len()].1 = FieldType::Float;
                     }
-                },
-                Some((_, ty)) => {
+                    fid
+                }
+                Some((_, _, ty)) => {
                     return Err(CommandError::Invalid(format!(
                         "record {i}: field `{name}` is {} in bucket `{bucket}`, got {}",
                         ty.name(),
                         vt.name()
                     )))
                 }
-            }
+            };
+            plan.fids.push(fid);
         }
     }
     Ok(plan)
+}
+
+/// The series index key of a record's tag values: the encoding stored in the series
+/// registry.
+fn encode_tag_key(tags: &[std::borrow::Cow<'_, str>], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(tags.len() as u8);
+    for t in tags {
+        out.push(t.len() as u8);
+        out.extend_from_slice(t.as_bytes());
+    }
 }
 
 fn bucket_not_found(user: &str, bucket: &str) -> CommandError {

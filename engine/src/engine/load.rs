@@ -1,6 +1,7 @@
 //! Rebuilds [`State`] from the database: bucket views, field and series registries,
 //! each series' newest record and its in-memory rollup windows.
 
+use super::blocks::{BlockIter, OpenBlock};
 use super::{cf, BucketHot, BucketView, FieldDef, State};
 use crate::catalog::BucketDoc;
 use crate::command::DocKind;
@@ -30,6 +31,7 @@ pub(crate) fn load_state(db: &DB) -> EngineResult<State> {
         views: HashMap::new(),
         hot: HashMap::new(),
         next_bucket_id,
+        unflushed_bytes: 0,
     };
     let prefix = vec![0x01, DocKind::Bucket.tag()];
     for (k, v) in prefix_scan(db, keys::CF_META, &prefix)? {
@@ -105,21 +107,34 @@ fn load_bucket(
             .series
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
+            .map(|(i, t)| (encode_tag_values(t), i as u32))
             .collect(),
         last_ts: vec![i64::MIN; n],
-        newest: vec![Vec::new(); n],
+        open: vec![None; n],
+        dirty: Vec::new(),
+        is_dirty: vec![false; n],
         roll: vec![Default::default(); n],
     };
-    // Each series' newest record: one backward seek per series.
+    // Each series' newest block is its open block: one backward seek per series.
     let mut it = db.raw_iterator_cf(cf(db, keys::CF_SERIES)?);
     for sid in 0..n {
         let prefix = keys::series_prefix(id, sid as u32);
         it.seek_for_prev(keys::prefix_end(&prefix));
         if let (Some(k), Some(v)) = (it.key(), it.value()) {
             if k.starts_with(&prefix) {
-                hot.last_ts[sid] = keys::record_key_ts(k).ok_or_else(|| corrupt("record key"))?;
-                hot.newest[sid] = v.to_vec();
+                let first = keys::record_key_ts(k).ok_or_else(|| corrupt("record key"))?;
+                let mut open: Option<OpenBlock> = None;
+                for r in BlockIter::new(first, v) {
+                    let (ts, rec) = r?;
+                    match &mut open {
+                        Some(o) => o.append(ts, rec),
+                        None => open = Some(OpenBlock::new(ts, rec)),
+                    }
+                }
+                if let Some(o) = open {
+                    hot.last_ts[sid] = o.last_ts;
+                    hot.open[sid] = Some(Arc::new(o));
+                }
             }
         }
     }
@@ -128,7 +143,13 @@ fn load_bucket(
     drop(it);
     let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
     for sid in 0..n {
-        hot.roll[sid] = super::rollup::rebuild(db, id, sid as u32, hot.last_ts[sid], &types)?;
+        hot.roll[sid] = super::rollup::rebuild(
+            db,
+            id,
+            sid as u32,
+            hot.open[sid].as_deref(),
+            &types,
+        )?;
     }
     Ok((view, hot))
 }

@@ -3,9 +3,10 @@
 //! Every read pairs a RocksDB snapshot with the bucket views of the same moment (taken
 //! under the state's read lock), so it never sees a field or series id the view lacks.
 
+use super::blocks::{for_each_record, series_bounds, SeriesCursor, SharedOpen};
 use super::load::{decode_rollup, prefix_scan};
 use super::rollup::OpenRows;
-use super::{cf, BucketView, Engine, Inner, State};
+use super::{cf, BucketHot, BucketView, Engine, Inner, State};
 use crate::aggregate::{self, AggRows, AggSource, FieldRef, RollupLevel, SeriesRef};
 use crate::command::DocKind;
 use crate::error::{EngineError, EngineResult, QueryError};
@@ -73,15 +74,8 @@ pub(crate) struct BucketReader {
     /// Per series: the newest rollup windows, which are not stored (filled for
     /// aggregated reads only, see `rollup.rs`).
     open: FxHashMap<u32, OpenRows>,
-    /// (series, timestamp, encoded record) of the newest records (for `latest` only).
-    newest: Vec<(u32, i64, Vec<u8>)>,
-}
-
-/// Which in-memory state a reader copies.
-#[derive(Clone, Copy)]
-enum Memory {
-    Rollups,
-    Newest,
+    /// Per series id: its open record block (its newest records, see `blocks`).
+    blocks: Vec<SharedOpen>,
 }
 
 impl BucketReader {
@@ -89,42 +83,32 @@ impl BucketReader {
         let st = inner.state.read();
         let view = view_of(&st, user, bucket)?;
         let snap = Arc::new(Snap::new(inner.clone()));
-        drop(st);
-        Ok(BucketReader::with(snap, view))
+        let hot = st.hot.get(&view.id);
+        Ok(BucketReader::with(snap, view, hot))
     }
 
-    /// A reader that also holds what lives only in memory for the series matching
-    /// `filters` (newest rollup windows or newest records, see [`Memory`]), taken under
-    /// the same lock as the snapshot.
-    fn with_memory(
+    /// A reader that also holds the newest rollup windows (which live only in memory) of
+    /// the series matching `filters`, taken under the same lock as the snapshot.
+    fn with_rollups(
         inner: Arc<Inner>,
         user: &str,
         bucket: &str,
         filters: &[(String, Vec<String>)],
-        what: Memory,
     ) -> Result<BucketReader, QueryError> {
         let st = inner.state.read();
         let view = view_of(&st, user, bucket)?;
         let snap = Arc::new(Snap::new(inner.clone()));
-        let mut reader = BucketReader::with(snap, view);
-        if let Some(hot) = st.hot.get(&reader.view.id) {
+        let hot = st.hot.get(&view.id);
+        let mut reader = BucketReader::with(snap, view, hot);
+        if let Some(hot) = hot {
             for s in reader.select_series(filters)? {
                 let i = s.id as usize;
                 let last = hot.last_ts.get(i).copied().unwrap_or(i64::MIN);
                 if last == i64::MIN {
                     continue;
                 }
-                match what {
-                    Memory::Rollups => {
-                        if let Some(roll) = hot.roll.get(i) {
-                            reader.open.insert(s.id, roll.open_rows(last));
-                        }
-                    }
-                    Memory::Newest => {
-                        if let Some(rec) = hot.newest.get(i) {
-                            reader.newest.push((s.id, last, rec.clone()));
-                        }
-                    }
+                if let Some(roll) = hot.roll.get(i) {
+                    reader.open.insert(s.id, roll.open_rows(last));
                 }
             }
         }
@@ -132,7 +116,8 @@ impl BucketReader {
         Ok(reader)
     }
 
-    fn with(snap: Arc<Snap>, view: Arc<BucketView>) -> BucketReader {
+    /// `hot`: the bucket's memory at the snapshot's instant (the caller holds the lock).
+    fn with(snap: Arc<Snap>, view: Arc<BucketView>, hot: Option<&BucketHot>) -> BucketReader {
         let columns = BucketColumns {
             tags: view.doc.config.tags.clone(),
             fields: view
@@ -149,8 +134,13 @@ impl BucketReader {
             view,
             columns,
             open: FxHashMap::default(),
-            newest: Vec::new(),
+            blocks: hot.map(|h| h.open.clone()).unwrap_or_default(),
         }
+    }
+
+    /// The open block of series `sid`.
+    fn open_block(&self, sid: u32) -> SharedOpen {
+        self.blocks.get(sid as usize).cloned().flatten()
     }
 
     fn iter(
@@ -252,7 +242,7 @@ impl BucketReader {
         let series = self.select_series(&q.tags)?;
         let fids = self.select_fields(q.fields.as_deref());
         let cursor = q.page.as_deref().map(parse_cursor).transpose()?;
-        // One iterator per series, merged by (ts, series id).
+        // One cursor per series, merged by (ts, series id).
         let mut iters = Vec::with_capacity(series.len());
         let mut heap = BinaryHeap::new();
         for s in &series {
@@ -278,21 +268,22 @@ impl BucketReader {
             if lo > hi {
                 continue;
             }
-            let mut it = self.iter(
-                keys::CF_SERIES,
-                &keys::record_key(self.view.id, s.id, lo),
-                &upper_key(self.view.id, s.id, hi),
+            let prefix = keys::series_prefix(self.view.id, s.id);
+            let it = self.iter(keys::CF_SERIES, &prefix, &keys::prefix_end(&prefix))?;
+            let cursor = SeriesCursor::new(
+                it,
+                self.view.id,
+                s.id,
+                self.open_block(s.id),
+                lo,
+                hi,
+                q.sort == Sort::Asc,
             )?;
-            match q.sort {
-                Sort::Asc => it.seek_to_first(),
-                Sort::Desc => it.seek_to_last(),
-            }
-            if let Some(ts) = it.key().and_then(keys::record_key_ts) {
+            if let Some((ts, _)) = cursor.current() {
                 let i = iters.len();
                 heap.push(HeapKey::new(q.sort, ts, s.id, i));
             }
-            it.status().map_err(EngineError::rocks("reading records"))?;
-            iters.push((s, it));
+            iters.push((s, cursor));
         }
         let mut rows: Vec<(u32, RawRow)> = Vec::new();
         let mut values = vec![None; fids.len()];
@@ -304,7 +295,7 @@ impl BucketReader {
                 break;
             }
             let (s, it) = &mut iters[top.index];
-            let bytes = it.value().ok_or_else(corrupt_record)?;
+            let (_, bytes) = it.current().ok_or_else(corrupt_record)?;
             self.decode_into(bytes, &fids, &mut values)?;
             rows.push((
                 s.id,
@@ -314,14 +305,10 @@ impl BucketReader {
                     fields: self.named(&fids, &mut values),
                 },
             ));
-            match q.sort {
-                Sort::Asc => it.next(),
-                Sort::Desc => it.prev(),
-            }
-            if let Some(ts) = it.key().and_then(keys::record_key_ts) {
+            it.advance()?;
+            if let Some((ts, _)) = it.current() {
                 heap.push(HeapKey::new(q.sort, ts, s.id, top.index));
             }
-            it.status().map_err(EngineError::rocks("reading records"))?;
         }
         Ok(RawRows {
             tags: self.view.doc.config.tags.clone(),
@@ -341,15 +328,23 @@ impl BucketReader {
             .collect()
     }
 
-    fn latest(&self, fields: Option<&[String]>) -> Result<RawRows, QueryError> {
+    fn latest(
+        &self,
+        tags: &[(String, Vec<String>)],
+        fields: Option<&[String]>,
+    ) -> Result<RawRows, QueryError> {
         let fids = self.select_fields(fields);
         let mut values = vec![None; fids.len()];
-        let mut rows = Vec::with_capacity(self.newest.len());
-        for (sid, ts, rec) in &self.newest {
-            self.decode_into(rec, &fids, &mut values)?;
+        let series = self.select_series(tags)?;
+        let mut rows = Vec::with_capacity(series.len());
+        for s in series {
+            let Some(open) = self.open_block(s.id) else {
+                continue;
+            };
+            self.decode_into(open.last_record(), &fids, &mut values)?;
             rows.push(RawRow {
-                ts: *ts,
-                tags: self.view.series[*sid as usize].clone(),
+                ts: open.last_ts,
+                tags: self.view.series[s.id as usize].clone(),
                 fields: self.named(&fids, &mut values),
             });
         }
@@ -370,16 +365,12 @@ fn view_of(st: &State, user: &str, bucket: &str) -> Result<Arc<BucketView>, Quer
         .ok_or_else(|| QueryError::NotFound(format!("bucket `{bucket}` of user `{user}`")))
 }
 
-/// Exclusive upper bound for records of a series up to `max_ts` inclusive.
-fn upper_key(bucket: u32, series: u32, max_ts: i64) -> Vec<u8> {
-    match max_ts.checked_add(1) {
-        Some(t) => keys::record_key(bucket, series, t).to_vec(),
-        None => keys::prefix_end(&keys::series_prefix(bucket, series)),
-    }
+fn corrupt_record() -> QueryError {
+    QueryError::Engine(corrupt_engine())
 }
 
-fn corrupt_record() -> QueryError {
-    QueryError::Engine(EngineError::Corrupt("undecodable record".into()))
+fn corrupt_engine() -> EngineError {
+    EngineError::Corrupt("undecodable record".into())
 }
 
 fn parse_cursor(s: &str) -> Result<(i64, u32), QueryError> {
@@ -503,28 +494,22 @@ impl AggSource for AggInput<'_> {
             Some(it) => it,
             None => slot.insert(self.reader.bucket_iter(keys::CF_SERIES)?),
         };
-        let hi = keys::record_key(bid, series, to);
-        it.seek(keys::record_key(bid, series, from));
         let mut nums = vec![None; self.fids.len()];
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k >= &hi[..] {
-                break;
-            }
-            let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
+        let open = self.reader.open_block(series);
+        for_each_record(it, bid, series, open.as_deref(), from, to - 1, &mut |ts, v| {
             nums.iter_mut().for_each(|n| *n = None);
-            let mut d = FieldDecoder::new(v).ok_or_else(corrupt_record)?;
+            let mut d = FieldDecoder::new(v).ok_or_else(corrupt_engine)?;
             while let Some((fid, v)) = d
                 .next_with(|x| self.fids.contains(&x))
-                .map_err(|_| corrupt_record())?
+                .map_err(|_| corrupt_engine())?
             {
                 if let (Some(v), Some(pos)) = (v, self.fids.iter().position(|x| *x == fid)) {
                     nums[pos] = v.as_num().map(|n| n.to_type(self.fields[pos].ty));
                 }
             }
             f(ts, &nums);
-            it.next();
-        }
-        it.status().map_err(EngineError::rocks("reading records"))?;
+            Ok(true)
+        })?;
         Ok(())
     }
 
@@ -601,17 +586,8 @@ impl BucketReader {
         let mut range: Option<(i64, i64)> = None;
         let mut it = self.bucket_iter(keys::CF_SERIES)?;
         for s in series {
-            let prefix = keys::series_prefix(self.view.id, s.id);
-            let in_series = |k: Option<&[u8]>| {
-                k.filter(|k| k.starts_with(&prefix))
-                    .and_then(keys::record_key_ts)
-            };
-            it.seek(prefix);
-            let first = in_series(it.key());
-            it.seek_for_prev(keys::prefix_end(&prefix));
-            let last = in_series(it.key());
-            it.status().map_err(EngineError::rocks("reading records"))?;
-            if let (Some(a), Some(b)) = (first, last) {
+            let open = self.open_block(s.id);
+            if let Some((a, b)) = series_bounds(&mut it, self.view.id, s.id, open.as_deref())? {
                 range = Some(match range {
                     None => (a, b),
                     Some((x, y)) => (x.min(a), y.max(b)),
@@ -638,28 +614,30 @@ impl BucketData for BucketReader {
         let series = self.select_series(&req.tags)?;
         let fids = self.select_fields(req.fields.as_deref());
         let mut values = vec![None; fids.len()];
+        let mut it = self.bucket_iter(keys::CF_SERIES)?;
         for s in series {
-            let mut it = self.iter(
-                keys::CF_SERIES,
-                &keys::record_key(self.view.id, s.id, req.min_ts),
-                &upper_key(self.view.id, s.id, req.max_ts),
-            )?;
-            it.seek_to_first();
             let tags = &self.view.series[s.id as usize];
-            while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                let ts = keys::record_key_ts(k).ok_or_else(corrupt_record)?;
-                self.decode_into(v, &fids, &mut values)?;
-                if !f(&ScanRow {
-                    ts,
-                    tags,
-                    values: &values,
-                }) {
-                    return Ok(());
-                }
-                it.next();
+            let open = self.open_block(s.id);
+            let more = for_each_record(
+                &mut it,
+                self.view.id,
+                s.id,
+                open.as_deref(),
+                req.min_ts,
+                req.max_ts,
+                &mut |ts, v| {
+                    self.decode_into(v, &fids, &mut values)
+                        .map_err(|_| EngineError::Corrupt("undecodable record".into()))?;
+                    Ok(f(&ScanRow {
+                        ts,
+                        tags,
+                        values: &values,
+                    }))
+                },
+            )?;
+            if !more {
+                return Ok(());
             }
-            it.status()
-                .map_err(EngineError::rocks("scanning records"))?;
         }
         Ok(())
     }
@@ -678,13 +656,7 @@ impl Engine {
                 BucketReader::new(self.inner(), user, bucket)?.raw_read(q)?,
             )),
             Some(spec) => {
-                let reader = BucketReader::with_memory(
-                    self.inner(),
-                    user,
-                    bucket,
-                    &q.tags,
-                    Memory::Rollups,
-                )?;
+                let reader = BucketReader::with_rollups(self.inner(), user, bucket, &q.tags)?;
                 let input = AggInput::new(&reader, q)?;
                 Ok(ReadResult::Agg(aggregate::aggregate(q, spec, &input)?))
             }
@@ -718,7 +690,7 @@ impl Engine {
         tags: &[(String, Vec<String>)],
         fields: Option<&[String]>,
     ) -> Result<RawRows, QueryError> {
-        BucketReader::with_memory(self.inner(), user, bucket, tags, Memory::Newest)?.latest(fields)
+        BucketReader::new(self.inner(), user, bucket)?.latest(tags, fields)
     }
 
     /// Read access to one bucket for SQL.
@@ -736,7 +708,9 @@ impl Engine {
             .values()
             .filter(|v| v.user == user)
             .map(|v| {
-                let r: Arc<dyn BucketData> = Arc::new(BucketReader::with(snap.clone(), v.clone()));
+                let hot = st.hot.get(&v.id);
+                let r: Arc<dyn BucketData> =
+                    Arc::new(BucketReader::with(snap.clone(), v.clone(), hot));
                 (v.bucket.clone(), r)
             })
             .collect();

@@ -17,6 +17,7 @@
 //! that rebuilt this memory at open ([`rebuild`]) holds the same bits as one that never
 //! stopped, so replicas keep identical content.
 
+use super::blocks::{for_each_record, OpenBlock};
 use super::cf;
 use super::load::decode_rollup;
 use crate::aggregate::RollupLevel;
@@ -176,32 +177,6 @@ pub(crate) fn stored_rows(
     Ok(out)
 }
 
-/// Raw records of one series with timestamps in `[from, to)`, in order.
-pub(crate) fn stored_records(
-    db: &DB,
-    bid: u32,
-    sid: u32,
-    from: i64,
-    to: i64,
-) -> EngineResult<BTreeMap<i64, Vec<u8>>> {
-    let mut out = BTreeMap::new();
-    if from >= to {
-        return Ok(out);
-    }
-    let mut ro = rocksdb::ReadOptions::default();
-    ro.set_iterate_upper_bound(keys::record_key(bid, sid, to).to_vec());
-    let mut it = db.raw_iterator_cf_opt(cf(db, keys::CF_SERIES)?, ro);
-    it.seek(keys::record_key(bid, sid, from));
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        let ts = keys::record_key_ts(k).ok_or_else(|| EngineError::Corrupt("record key".into()))?;
-        out.insert(ts, v.to_vec());
-        it.next();
-    }
-    it.status()
-        .map_err(EngineError::rocks("scanning records for a rollup"))?;
-    Ok(out)
-}
-
 /// Folds rows in window order.
 pub(crate) fn fold<'a>(rows: impl IntoIterator<Item = &'a Row>) -> Row {
     let mut acc = Row::new();
@@ -217,12 +192,13 @@ pub(crate) fn rebuild(
     db: &DB,
     bid: u32,
     sid: u32,
-    last_ts: i64,
+    open: Option<&OpenBlock>,
     types: &[FieldType],
 ) -> EngineResult<SeriesRoll> {
-    if last_ts == i64::MIN {
+    let Some(open) = open else {
         return Ok(SeriesRoll::default());
-    }
+    };
+    let last_ts = open.last_ts;
     let (m, h, d) = (
         RollupLevel::M15.window_start(last_ts),
         RollupLevel::H1.window_start(last_ts),
@@ -233,7 +209,15 @@ pub(crate) fn rebuild(
     let (m15, m15_stored) = match stored.into_values().next() {
         Some(row) => (row, true),
         None => {
-            let raw = stored_records(db, bid, sid, m, m.saturating_add(RollupLevel::M15.len_ms()))?;
+            // The window's closed blocks, then the open block (whose stored copy may be
+            // stale, so it comes from memory).
+            let mut raw: Vec<(i64, Vec<u8>)> = Vec::new();
+            let mut it = db.raw_iterator_cf(cf(db, keys::CF_SERIES)?);
+            let to = m.saturating_add(RollupLevel::M15.len_ms() - 1);
+            for_each_record(&mut it, bid, sid, Some(open), m, to, &mut |t, v| {
+                raw.push((t, v.to_vec()));
+                Ok(true)
+            })?;
             let row = row_from_records(raw.iter().map(|(t, v)| (*t, v.as_slice())), types)?;
             (row, false)
         }

@@ -6,6 +6,7 @@
 //! fresh generation directory, opens it to verify format and marker, fsyncs every file and
 //! the directory, then switches `CURRENT` by rename.
 
+use super::blocks::BlockIter;
 use super::{cf, flush_db, open_generation, read_current, sync_dir, write_current, Engine, Inner};
 use crate::error::{EngineError, EngineResult};
 use crate::keys::{self, ALL_CFS};
@@ -21,9 +22,10 @@ impl Engine {
     pub fn checkpoint(&self, dir: &Path) -> EngineResult<Option<Vec<u8>>> {
         let inner = self.inner();
         {
-            // No apply between flush and checkpoint: the checkpoint holds whole batches.
-            let _st = inner.state.write();
-            flush_db(&inner.db)?;
+            // No apply between flush and checkpoint: the checkpoint holds whole batches,
+            // and the open record blocks as of its marker.
+            let mut st = inner.state.write();
+            inner.flush_all(&mut st, true)?;
             rocksdb::checkpoint::Checkpoint::new(&inner.db)
                 .and_then(|c| c.create_checkpoint(dir))
                 .map_err(EngineError::rocks(format!(
@@ -73,10 +75,12 @@ impl Engine {
     }
 
     /// A checksum of the logical content (every key and value of every column family,
-    /// including the applied marker): equal on replicas that applied the same log.
+    /// including the applied marker, with record blocks hashed record by record):
+    /// equal on replicas that applied the same log.
     pub fn content_checksum(&self) -> EngineResult<u128> {
         let inner = self.inner();
-        let _st = inner.state.read();
+        let mut st = inner.state.write();
+        inner.write_open_blocks(&mut st)?;
         checksum_db(&inner.db)
     }
 }
@@ -90,11 +94,28 @@ pub(crate) fn checksum_db(db: &DB) -> EngineResult<u128> {
         ro.set_snapshot(&snap);
         let mut it = db.raw_iterator_cf_opt(cf(db, name)?, ro);
         it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        let mut entry = |k: &[u8], v: &[u8]| {
             h.update(&(k.len() as u32).to_le_bytes());
             h.update(k);
             h.update(&(v.len() as u32).to_le_bytes());
             h.update(v);
+        };
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if name == keys::CF_SERIES {
+                // Blocks may be cut differently on replicas that restarted at other points:
+                // hash the records, keyed as single records.
+                let first = keys::record_key_ts(k)
+                    .ok_or_else(|| EngineError::Corrupt("record block key".into()))?;
+                for r in BlockIter::new(first, v) {
+                    let (ts, rec) = r?;
+                    let mut key = [0u8; 16];
+                    key[..8].copy_from_slice(&k[..8]);
+                    key[8..].copy_from_slice(&keys::ts_bytes(ts));
+                    entry(&key, rec);
+                }
+            } else {
+                entry(k, v);
+            }
             it.next();
         }
         it.status().map_err(EngineError::rocks("checksumming"))?;
