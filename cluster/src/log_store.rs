@@ -37,15 +37,41 @@ type SE = StorageError<NodeId>;
 /// state is durable as of its last flush, checkpoint or snapshot install). Shared by the
 /// state machine, which raises it, and the log store, which purges no entry above it.
 #[derive(Clone, Debug, Default)]
-pub struct DurableMark(Arc<std::sync::atomic::AtomicU64>);
+pub struct DurableMark(
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<parking_lot::Mutex<Option<LogId<NodeId>>>>,
+    /// The last log id of the state machine's current snapshot.
+    Arc<parking_lot::Mutex<Option<LogId<NodeId>>>>,
+);
 
 impl DurableMark {
-    /// The state holds every entry up to `index` durably.
-    pub fn raise(&self, index: Option<u64>) {
-        if let Some(i) = index {
-            self.0
-                .fetch_max(i.saturating_add(1), std::sync::atomic::Ordering::AcqRel);
+    /// The state holds every entry up to `log_id` durably.
+    pub fn raise(&self, log_id: Option<LogId<NodeId>>) {
+        if let Some(l) = log_id {
+            let mut last = self.1.lock();
+            if last.is_none_or(|x| x.index < l.index) {
+                *last = Some(l);
+            }
+            self.0.fetch_max(
+                l.index.saturating_add(1),
+                std::sync::atomic::Ordering::AcqRel,
+            );
         }
+    }
+
+    /// The log id of the newest entry held durably.
+    pub fn log_id(&self) -> Option<LogId<NodeId>> {
+        *self.1.lock()
+    }
+
+    /// Records the last log id of the state machine's current snapshot (Raft never
+    /// purges past it).
+    pub fn set_snapshot(&self, last: Option<LogId<NodeId>>) {
+        *self.2.lock() = last;
+    }
+
+    pub fn snapshot(&self) -> Option<LogId<NodeId>> {
+        *self.2.lock()
     }
 
     /// The highest index held durably (`None`: nothing yet).
@@ -66,6 +92,8 @@ pub struct LogStore {
     worker: crate::worker::Worker,
     /// Last committed index saved, for status reports (`u64::MAX`: none yet).
     committed: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the log's continuity was checked (at the first `get_log_state`).
+    checked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -105,6 +133,7 @@ impl LogStore {
             durable: None,
             worker,
             committed: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            checked: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         match store.get_meta(KEY_FORMAT)? {
             Some(v) if v != [LOG_FORMAT_VERSION] => {
@@ -211,6 +240,70 @@ impl LogStore {
             .map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
     }
 
+    /// At start, before Raft reads the log: a purge that the durable mark held back
+    /// (a snapshot was still being installed) is lost with the process, so the log can
+    /// hold a gap (entries the snapshot replaced were never received) that Raft would
+    /// read as missing entries. When the state and the current snapshot hold everything
+    /// up to the last gap, the purge is finished here (up to the older of the two); when
+    /// they do not, the node cannot catch up from this log and refuses to start.
+    fn close_gap_at_start(&self) -> Result<(), SE> {
+        let Some(durable) = self.durable.as_ref() else {
+            return Ok(()); // unguarded (the storage suite): purges are never held back
+        };
+        let marker = self.last_purged()?;
+        // The start of the last contiguous run of entries, if a gap precedes it.
+        let mut expected = marker.map_or(0, |m| m.index + 1);
+        let mut run_after_gap: Option<u64> = None;
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
+        it.seek_to_first();
+        while let Some(k) = it.key() {
+            let i = index_from_key(k)
+                .ok_or_else(|| StorageIOError::read_logs(AnyError::error("undecodable log key")))?;
+            if i > expected {
+                run_after_gap = Some(i);
+            }
+            expected = i + 1;
+            it.next();
+        }
+        it.status()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+        drop(it);
+        let Some(h) = run_after_gap else {
+            return Ok(());
+        };
+        // Raft purges no further than its current snapshot: the purge stops there.
+        let target = match (durable.log_id(), durable.snapshot()) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, _) => d,
+        };
+        match target {
+            Some(d) if d.index.saturating_add(1) >= h && marker.is_none_or(|m| m < d) => {
+                tracing::info!(
+                    "raft log resumes at {h} after a gap (purge marker {marker:?}): finishing \
+                     the purge up to the state's {d}"
+                );
+                let mut wb = WriteBatch::default();
+                wb.put_cf(self.cf(CF_META)?, KEY_PURGED, enc(&d));
+                wb.delete_range_cf(
+                    self.cf(CF_LOGS)?,
+                    index_key(0),
+                    index_key(d.index.saturating_add(1)),
+                );
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                self.db
+                    .write_opt(wb, &wo)
+                    .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+            }
+            d => Err(StorageIOError::read_logs(AnyError::error(format!(
+                "the raft log lacks the entries before {h} and the state holds only up to \
+                 {d:?} (state and snapshot): remove this node from the cluster, wipe its data \
+                 and add it back as a learner"
+            )))
+            .into()),
+        }
+    }
+
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>, SE> {
         self.get_meta(KEY_PURGED)?
             .map(|b| dec(&b).map_err(|e| StorageIOError::read_logs(e).into()))
@@ -232,6 +325,10 @@ impl LogStore {
 
 fn index_key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
+}
+
+fn index_from_key(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.try_into().ok()?))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -269,6 +366,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SE> {
+        if !self.checked.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.close_gap_at_start()?;
+        }
         let last_purged_log_id = self.last_purged()?;
         let last = self.last_stored(last_purged_log_id)?;
         Ok(LogState {
@@ -422,11 +522,11 @@ mod tests {
         log.purge(lid(7)).await.unwrap();
         assert_eq!(left(&mut log).await, (None, Some(lid(9)), 10));
         // Durable up to 4: entries 0..=4 go, the marker says 4.
-        mark.raise(Some(4));
+        mark.raise(Some(lid(4)));
         log.purge(lid(7)).await.unwrap();
         assert_eq!(left(&mut log).await, (Some(lid(4)), Some(lid(9)), 5));
         // Durable past the request: the whole purge.
-        mark.raise(Some(9));
+        mark.raise(Some(lid(9)));
         log.purge(lid(7)).await.unwrap();
         assert_eq!(left(&mut log).await, (Some(lid(7)), Some(lid(9)), 2));
         assert_eq!(log.last_log_id(), Some(lid(9)));
@@ -438,5 +538,42 @@ mod tests {
             plain.get_log_state().await.unwrap().last_purged_log_id,
             Some(lid(3))
         );
+    }
+    /// A purge held back while a snapshot was installed is lost with the process: the
+    /// log then starts after a gap. At start it is finished when the state covers the
+    /// gap (else Raft would read entries that are not there), and refused when not.
+    #[tokio::test]
+    async fn a_gap_after_the_purge_marker_is_closed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = LogStore::open(dir.path()).unwrap();
+            let cf = log.cf(CF_LOGS).unwrap();
+            // 0..=2 from before the node went away, 120.. after the snapshot it installed.
+            for i in (0..3).chain(120..124) {
+                let e = Entry::<TypeConfig>::new_blank(lid(i));
+                log.db.put_cf(cf, index_key(i), enc(&e)).unwrap();
+            }
+        }
+        // The state holds only up to 29: the node cannot go on from this log.
+        {
+            let mut log = LogStore::open(dir.path()).unwrap();
+            let mark = DurableMark::default();
+            mark.raise(Some(lid(29)));
+            log.guard_purges(mark);
+            let e = log.get_log_state().await.unwrap_err().to_string();
+            assert!(e.contains("lacks the entries before 120"), "{e}");
+        }
+        // The state holds up to 119 (the snapshot was installed): the purge is finished.
+        let mut log = LogStore::open(dir.path()).unwrap();
+        let mark = DurableMark::default();
+        mark.raise(Some(lid(123)));
+        // The purge stops at the snapshot, which Raft needs to purge no further.
+        mark.set_snapshot(Some(lid(119)));
+        log.guard_purges(mark);
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(lid(119)));
+        assert_eq!(st.last_log_id, Some(lid(123)));
+        assert_eq!(log.try_get_log_entries(120..124).await.unwrap().len(), 4);
+        assert!(log.try_get_log_entries(0..3).await.unwrap().is_empty());
     }
 }

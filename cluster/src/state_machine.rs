@@ -128,7 +128,16 @@ impl StateMachine {
             .map_err(|e| StorageIOError::read_state_machine(io(e)))?
         {
             let m = AppliedMarker::decode(&b).map_err(StorageIOError::read_state_machine)?;
-            durable.raise(m.last_applied.map(|l| l.index));
+            durable.raise(m.last_applied);
+        }
+        match std::fs::read(snapshot_dir.join("current.meta")) {
+            Ok(b) => {
+                let meta: Meta = serde_json::from_slice(&b)
+                    .map_err(|e| StorageIOError::read_snapshot(None, io(e)))?;
+                durable.set_snapshot(meta.last_log_id);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageIOError::read_snapshot(None, io(e)).into()),
         }
         Ok(StateMachine {
             durable,
@@ -223,6 +232,7 @@ impl StateMachine {
         .map_err(err)?;
         std::fs::rename(archive, self.dir.join("current.thk")).map_err(err)?;
         std::fs::rename(&tmp_meta, self.dir.join("current.meta")).map_err(err)?;
+        self.durable.set_snapshot(meta.last_log_id);
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| err(e).into())
@@ -259,7 +269,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             me.set_current(&archive, &meta)?;
             // The checkpoint flushed the state: durable at least this far.
-            me.durable.raise(meta.last_log_id.map(|l| l.index));
+            me.durable.raise(meta.last_log_id);
             Ok(meta)
         })
         .await
@@ -433,7 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             *me.cached.lock() = None;
             installed?;
             // Installed, fsynced and swapped in.
-            me.durable.raise(meta2.last_log_id.map(|l| l.index));
+            me.durable.raise(meta2.last_log_id);
             let _ = std::fs::remove_dir_all(&dir);
             me.set_current(&archive, &meta2)
         })
