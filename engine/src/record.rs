@@ -149,7 +149,11 @@ impl J<'_> {
             J::Num(n) => Json::Number(n.clone()),
             J::Str(s) => Json::String(s.to_string()),
             J::Arr(a) => Json::Array(a.clone()),
-            J::Obj(m) => Json::Object(m.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect()),
+            J::Obj(m) => Json::Object(
+                m.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -202,7 +206,10 @@ impl<'a> Ctx<'_, 'a> {
         self.scratch = entries;
     }
 
-    fn record_from(&mut self, entries: &mut Vec<(Cow<'a, str>, J<'a>)>) -> Result<(), CommandError> {
+    fn record_from(
+        &mut self,
+        entries: &mut Vec<(Cow<'a, str>, J<'a>)>,
+    ) -> Result<(), CommandError> {
         let mut ts = self.default_ts;
         let tag_base = self.out.tags.len();
         let field_base = self.out.fields.len();
@@ -535,7 +542,14 @@ fn flatten<'a>(
             }
             sort_entries(&mut entries);
             for (k, v) in entries {
-                flatten(Cow::Owned(format!("{name}.{k}")), v, depth + 1, out, base, bytes)?;
+                flatten(
+                    Cow::Owned(format!("{name}.{k}")),
+                    v,
+                    depth + 1,
+                    out,
+                    base,
+                    bytes,
+                )?;
             }
             return Ok(());
         }

@@ -19,8 +19,8 @@
 //! recomputes that window from raw rows when it is applied. Either way the hour and day
 //! windows above are folded again from their children at the end of the batch.
 
-use super::load::{decode_rollup, encode_rollup};
 use super::blocks::{block_window, chunk, BlockIter, OpenBlock};
+use super::load::{decode_rollup, encode_rollup};
 use super::rollup::{
     child, fold, merge_row, parent, push_points, row_from_records, stored_rows, to_types, Row,
     SeriesRoll,
@@ -704,7 +704,14 @@ impl<'a> Batch<'a> {
                 let float_field = types[fid as usize] == FieldType::Float;
                 record::put_field(&mut encoded, fid, v, float_field);
                 if let Some(n) = v.as_num() {
-                    nums.push((fid, if float_field { n.to_type(FieldType::Float) } else { n }));
+                    nums.push((
+                        fid,
+                        if float_field {
+                            n.to_type(FieldType::Float)
+                        } else {
+                            n
+                        },
+                    ));
                 }
             }
             self.put_record(hot, bid, sid, rec.ts, &encoded, &nums, &types)?;
@@ -839,11 +846,13 @@ impl<'a> Batch<'a> {
             .get_mut(&(bid, sid, block_window(block.first_ts)))
         {
             // This batch read the window: the block joins its closed records, which are
-            // written again at the end (they are all older than the block's).
+            // written again at the end (they are all older than the block's). A copy of
+            // the block stored while it was open goes with the window's old blocks.
             Some(w) => {
                 for (t, v) in block.records().flatten() {
                     w.recs.push((t, v.to_vec()));
                 }
+                w.keys.push(block.first_ts);
                 w.dirty = true;
             }
             None => {

@@ -63,7 +63,10 @@ pub(crate) struct BlockIter<'a> {
 
 impl<'a> BlockIter<'a> {
     pub(crate) fn new(first_ts: i64, buf: &'a [u8]) -> BlockIter<'a> {
-        BlockIter { buf, prev: first_ts }
+        BlockIter {
+            buf,
+            prev: first_ts,
+        }
     }
 }
 
@@ -123,7 +126,12 @@ pub(crate) fn encode_block<'a>(recs: impl IntoIterator<Item = (i64, &'a [u8])>) 
 /// [`BLOCK_RECORDS`]: (first ts, encoded block).
 pub(crate) fn chunk(recs: &[(i64, Vec<u8>)]) -> Vec<(i64, Vec<u8>)> {
     recs.chunks(BLOCK_RECORDS)
-        .map(|c| (c[0].0, encode_block(c.iter().map(|(t, r)| (*t, r.as_slice())))))
+        .map(|c| {
+            (
+                c[0].0,
+                encode_block(c.iter().map(|(t, r)| (*t, r.as_slice()))),
+            )
+        })
         .collect()
 }
 
@@ -154,7 +162,10 @@ impl OpenBlock {
     pub(crate) fn append(&mut self, ts: i64, rec: &[u8]) {
         let prev = if self.len == 0 { ts } else { self.last_ts };
         push_record(&mut self.bytes, prev, ts, rec);
-        self.last = ((self.bytes.len() - rec.len()) as u32, self.bytes.len() as u32);
+        self.last = (
+            (self.bytes.len() - rec.len()) as u32,
+            self.bytes.len() as u32,
+        );
         self.last_ts = ts;
         self.len += 1;
     }
@@ -384,7 +395,10 @@ impl<'r> SeriesCursor<'r> {
             }
             _ => {
                 self.stored_done = true;
-                return self.it.status().map_err(EngineError::rocks("reading record blocks"));
+                return self
+                    .it
+                    .status()
+                    .map_err(EngineError::rocks("reading record blocks"));
             }
         };
         if self.asc && (first > self.hi || stored_below.is_some_and(|b| first >= b)) {
@@ -471,7 +485,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             recs,
-            vec![(1000, b"a".to_vec()), (1010, b"bb".to_vec()), (1500, vec![])]
+            vec![
+                (1000, b"a".to_vec()),
+                (1010, b"bb".to_vec()),
+                (1500, vec![])
+            ]
         );
         assert!(!b.insert(1200, b"c").unwrap());
         assert!(b.insert(1010, b"B").unwrap());

@@ -143,13 +143,8 @@ fn load_bucket(
     drop(it);
     let types: Vec<FieldType> = view.fields.iter().map(|f| f.ty).collect();
     for sid in 0..n {
-        hot.roll[sid] = super::rollup::rebuild(
-            db,
-            id,
-            sid as u32,
-            hot.open[sid].as_deref(),
-            &types,
-        )?;
+        hot.roll[sid] =
+            super::rollup::rebuild(db, id, sid as u32, hot.open[sid].as_deref(), &types)?;
     }
     Ok((view, hot))
 }

@@ -496,20 +496,28 @@ impl AggSource for AggInput<'_> {
         };
         let mut nums = vec![None; self.fids.len()];
         let open = self.reader.open_block(series);
-        for_each_record(it, bid, series, open.as_deref(), from, to - 1, &mut |ts, v| {
-            nums.iter_mut().for_each(|n| *n = None);
-            let mut d = FieldDecoder::new(v).ok_or_else(corrupt_engine)?;
-            while let Some((fid, v)) = d
-                .next_with(|x| self.fids.contains(&x))
-                .map_err(|_| corrupt_engine())?
-            {
-                if let (Some(v), Some(pos)) = (v, self.fids.iter().position(|x| *x == fid)) {
-                    nums[pos] = v.as_num().map(|n| n.to_type(self.fields[pos].ty));
+        for_each_record(
+            it,
+            bid,
+            series,
+            open.as_deref(),
+            from,
+            to - 1,
+            &mut |ts, v| {
+                nums.iter_mut().for_each(|n| *n = None);
+                let mut d = FieldDecoder::new(v).ok_or_else(corrupt_engine)?;
+                while let Some((fid, v)) = d
+                    .next_with(|x| self.fids.contains(&x))
+                    .map_err(|_| corrupt_engine())?
+                {
+                    if let (Some(v), Some(pos)) = (v, self.fids.iter().position(|x| *x == fid)) {
+                        nums[pos] = v.as_num().map(|n| n.to_type(self.fields[pos].ty));
+                    }
                 }
-            }
-            f(ts, &nums);
-            Ok(true)
-        })?;
+                f(ts, &nums);
+                Ok(true)
+            },
+        )?;
         Ok(())
     }
 
