@@ -282,18 +282,7 @@ impl LogStore {
                     "raft log resumes at {h} after a gap (purge marker {marker:?}): finishing \
                      the purge up to the state's {d}"
                 );
-                let mut wb = WriteBatch::default();
-                wb.put_cf(self.cf(CF_META)?, KEY_PURGED, enc(&d));
-                wb.delete_range_cf(
-                    self.cf(CF_LOGS)?,
-                    index_key(0),
-                    index_key(d.index.saturating_add(1)),
-                );
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
-                self.db
-                    .write_opt(wb, &wo)
-                    .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
+                self.purge_now(d)
             }
             d => Err(StorageIOError::read_logs(AnyError::error(format!(
                 "the raft log lacks the entries before {h} and the state holds only up to \
@@ -302,6 +291,22 @@ impl LogStore {
             )))
             .into()),
         }
+    }
+
+    /// Deletes every entry up to `log_id` and moves the purge marker there (synced).
+    fn purge_now(&self, log_id: LogId<NodeId>) -> Result<(), SE> {
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(CF_META)?, KEY_PURGED, enc(&log_id));
+        wb.delete_range_cf(
+            self.cf(CF_LOGS)?,
+            index_key(0),
+            index_key(log_id.index.saturating_add(1)),
+        );
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
     }
 
     fn last_purged(&self) -> Result<Option<LogId<NodeId>>, SE> {
@@ -469,20 +474,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 }
             }
         };
-        self.blocking(move |s| {
-            let mut wb = WriteBatch::default();
-            wb.put_cf(s.cf(CF_META)?, KEY_PURGED, enc(&log_id));
-            wb.delete_range_cf(
-                s.cf(CF_LOGS)?,
-                index_key(0),
-                index_key(log_id.index.saturating_add(1)),
-            );
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            s.db.write_opt(wb, &wo)
-                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)).into())
-        })
-        .await
+        self.blocking(move |s| s.purge_now(log_id)).await
     }
 }
 
