@@ -240,7 +240,11 @@ pub fn run(a: EngineArgs) -> Result<()> {
             ms(d)
         );
     }
-    let opts = SqlOptions::default();
+    // One engine on this machine: a query may use every core (the scan splits the series).
+    let opts = SqlOptions {
+        target_partitions: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..SqlOptions::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -24,6 +24,9 @@ pub struct ScanRequest {
     pub tags: Vec<(String, Vec<String>)>,
     /// Field names to return (`ScanRow::values` order); `None` is every field.
     pub fields: Option<Vec<String>>,
+    /// (index, count): this scan reads only the series with `id % count == index`, so
+    /// `count` scans of the same request cover the bucket once, in parallel.
+    pub part: (usize, usize),
 }
 
 impl Default for ScanRequest {
@@ -33,6 +36,7 @@ impl Default for ScanRequest {
             max_ts: i64::MAX,
             tags: Vec::new(),
             fields: None,
+            part: (0, 1),
         }
     }
 }

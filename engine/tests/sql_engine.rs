@@ -119,3 +119,35 @@ async fn sql_sees_only_the_users_buckets_and_names_errors() {
     .unwrap();
     assert!(batches_to_json(&b).unwrap().contains("360"));
 }
+
+/// A scan split into partitions (each over its share of the series) gives the rows one
+/// partition gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_scans_give_the_same_rows() {
+    let (_dir, e) = engine_with_data();
+    let sql = "SELECT device, date_bin(INTERVAL '1 hour', ts) AS h, count(*) AS n, avg(temp) AS mean, min(ts) AS first \
+               FROM env GROUP BY device, h ORDER BY device, h";
+    let mut answers = Vec::new();
+    for target_partitions in [1, 2, 3, 8] {
+        let opts = SqlOptions {
+            target_partitions,
+            ..SqlOptions::default()
+        };
+        let batches = run_sql(e.sql_tables("u"), sql, &opts).await.unwrap();
+        answers.push(batches_to_json(&batches).unwrap());
+    }
+    let rows: serde_json::Value = serde_json::from_str(&answers[0]).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 6, "{rows}");
+    for a in &answers[1..] {
+        assert_eq!(a, &answers[0]);
+    }
+    // A LIMIT still returns that many rows when each partition stops at it.
+    let opts = SqlOptions {
+        target_partitions: 2,
+        ..SqlOptions::default()
+    };
+    let batches = run_sql(e.sql_tables("u"), "SELECT ts FROM env LIMIT 7", &opts)
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 7);
+}

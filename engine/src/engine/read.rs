@@ -623,7 +623,11 @@ impl BucketData for BucketReader {
         let fids = self.select_fields(req.fields.as_deref());
         let mut values = vec![None; fids.len()];
         let mut it = self.bucket_iter(keys::CF_SERIES)?;
+        let (part, parts) = (req.part.0, req.part.1.max(1));
         for s in series {
+            if s.id as usize % parts != part {
+                continue;
+            }
             let tags = &self.view.series[s.id as usize];
             let open = self.open_block(s.id);
             let more = for_each_record(

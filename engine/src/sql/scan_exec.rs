@@ -44,7 +44,8 @@ pub const SCAN_CHANNEL_BATCHES: usize = 2;
 /// what one scan holds in flight per channel slot.
 pub const SCAN_BATCH_ROWS_MAX: usize = 8192;
 
-/// Scans one bucket into a stream of record batches (one partition).
+/// Scans one bucket into streams of record batches, one per partition (each over its
+/// share of the series, see [`ScanRequest::part`]).
 pub struct BucketScanExec {
     data: Arc<dyn BucketData>,
     request: ScanRequest,
@@ -65,10 +66,11 @@ impl BucketScanExec {
         columns: Vec<OutputColumn>,
         matches_nothing: bool,
         limit: Option<usize>,
+        partitions: usize,
     ) -> BucketScanExec {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(partitions.max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
@@ -166,9 +168,14 @@ impl ExecutionPlan for BucketScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
-            return internal_err!("BucketScanExec has one partition, asked for {partition}");
+        let partitions = self.properties.partitioning.partition_count();
+        if partition >= partitions {
+            return internal_err!(
+                "BucketScanExec has {partitions} partitions, asked for {partition}"
+            );
         }
+        let mut request = self.request.clone();
+        request.part = (partition, partitions);
         let schema = self.schema();
         let batch_rows = context
             .session_config()
@@ -176,7 +183,7 @@ impl ExecutionPlan for BucketScanExec {
             .clamp(1, SCAN_BATCH_ROWS_MAX);
         let mut job = (!self.matches_nothing && self.limit != Some(0)).then(|| ScanJob {
             data: Arc::clone(&self.data),
-            request: self.request.clone(),
+            request,
             builder: BatchBuilder::new(Arc::clone(&schema), &self.columns),
             batch_rows,
             limit: self.limit.unwrap_or(usize::MAX),

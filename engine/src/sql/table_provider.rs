@@ -101,6 +101,7 @@ impl BucketTable {
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
+        partitions: usize,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let all: Vec<usize>;
         let projection = match projection {
@@ -131,6 +132,7 @@ impl BucketTable {
                 })
                 .collect(),
             fields: Some(fields),
+            part: (0, 1),
         };
         Ok(Arc::new(BucketScanExec::new(
             Arc::clone(&self.data),
@@ -139,6 +141,7 @@ impl BucketTable {
             columns,
             matches_nothing,
             limit,
+            partitions,
         )))
     }
 }
@@ -168,7 +171,7 @@ impl TableProvider for BucketTable {
 
     fn scan<'life0, 'life1, 'life2, 'life3, 'async_trait>(
         &'life0 self,
-        _state: &'life1 dyn Session,
+        state: &'life1 dyn Session,
         projection: Option<&'life2 Vec<usize>>,
         filters: &'life3 [Expr],
         limit: Option<usize>,
@@ -180,7 +183,9 @@ impl TableProvider for BucketTable {
         'life3: 'async_trait,
         Self: 'async_trait,
     {
-        let plan = self.plan_scan(projection, filters, limit);
+        // One scan partition per target partition, each over its share of the series.
+        let partitions = state.config().target_partitions().max(1);
+        let plan = self.plan_scan(projection, filters, limit, partitions);
         Box::pin(std::future::ready(plan))
     }
 

@@ -65,6 +65,7 @@ async fn time_range_and_tag_filters_are_pushed_down() {
             max_ts: 4999,
             tags: vec![("device".to_string(), vec!["a".to_string()])],
             fields: Some(vec!["temp".to_string()]),
+            part: (0, 1),
         })
     );
 }
