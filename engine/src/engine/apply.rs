@@ -47,7 +47,7 @@ type RollupKey = (u32, u32, u8, i64);
 impl Engine {
     /// Applies `commands` in order and stores `marker` with their effects, atomically.
     /// Returns one result per command; only an I/O failure fails the whole call (and then
-    /// nothing of it is stored).
+    /// nothing of it is stored, and the engine refuses further writes until reopened).
     pub fn apply(&self, commands: &[Command], marker: &[u8]) -> EngineResult<Vec<CmdResult>> {
         let inner = self.inner();
         inner.check_poisoned()?;
