@@ -112,9 +112,11 @@ impl TestCluster {
             self.nodes.insert(id, node);
             return Ok(());
         }
-        // The old port may linger for a moment after a stop: bounded retries.
+        // The old port may linger after an in-process stop (a task of the old node can
+        // still hold its QUIC endpoint; a stopped process frees it at exit): bounded
+        // retries, up to 20 s (5 s was once too short in a cold CI run).
         let mut last = None;
-        for _ in 0..50 {
+        for _ in 0..200 {
             let addr = self.addrs[&id].clone();
             let files = TlsFiles::in_dir(&certs_dir(self.dir.path()), id);
             let tls = tls::load(&files, id).unwrap();
