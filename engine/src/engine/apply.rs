@@ -20,7 +20,7 @@
 //! windows above are folded again from their children at the end of the batch.
 
 use super::blocks::{block_window, chunk, BlockIter, OpenBlock};
-use super::load::{decode_rollup, encode_rollup};
+use super::load::{decode_rollup, encode_rollup, encode_tag_values_into};
 use super::rollup::{
     child, fold, merge_row, parent, push_points, row_from_records, stored_rows, to_types, Row,
     SeriesRoll,
@@ -638,7 +638,7 @@ impl<'a> Batch<'a> {
         let mut new_series: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
         let mut new_order: Vec<usize> = Vec::new();
         for (i, rec) in parsed.iter().enumerate() {
-            encode_tag_key(rec.tags, &mut key);
+            encode_tag_values_into(rec.tags, &mut key);
             let sid = match hot.series_index.get(key.as_slice()) {
                 Some(&s) => s,
                 None => match new_series.get(key.as_slice()) {
@@ -681,7 +681,7 @@ impl<'a> Batch<'a> {
         }
         for i in new_order {
             let tags: Vec<String> = parsed.get(i).tags.iter().map(|t| t.to_string()).collect();
-            encode_tag_key(parsed.get(i).tags, &mut key);
+            encode_tag_values_into(parsed.get(i).tags, &mut key);
             let s = view.series.len() as u32;
             self.meta
                 .insert(keys::series_key(bid, s), Some(key.clone()));
@@ -1201,17 +1201,6 @@ fn plan_fields(
         }
     }
     Ok(plan)
-}
-
-/// The series index key of a record's tag values: the encoding stored in the series
-/// registry.
-fn encode_tag_key(tags: &[std::borrow::Cow<'_, str>], out: &mut Vec<u8>) {
-    out.clear();
-    out.push(tags.len() as u8);
-    for t in tags {
-        out.push(t.len() as u8);
-        out.extend_from_slice(t.as_bytes());
-    }
 }
 
 fn bucket_not_found(user: &str, bucket: &str) -> CommandError {

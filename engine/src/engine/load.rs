@@ -170,13 +170,21 @@ pub(crate) fn prefix_scan(
 }
 
 /// Series registry value: `[count u8] ([len u8] bytes)*`.
-pub(crate) fn encode_tag_values(tags: &[String]) -> Vec<u8> {
-    let mut out = vec![tags.len() as u8];
+pub(crate) fn encode_tag_values<S: AsRef<str>>(tags: &[S]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_tag_values_into(tags, &mut out);
+    out
+}
+
+/// [`encode_tag_values`] into a reused buffer (apply's series lookups).
+pub(crate) fn encode_tag_values_into<S: AsRef<str>>(tags: &[S], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(tags.len() as u8);
     for t in tags {
+        let t = t.as_ref();
         out.push(t.len() as u8);
         out.extend_from_slice(t.as_bytes());
     }
-    out
 }
 
 pub(crate) fn decode_tag_values(mut b: &[u8]) -> Option<Vec<String>> {
@@ -225,7 +233,7 @@ mod tests {
     #[test]
     fn persisted_encodings_are_stable() {
         assert_eq!(
-            encode_tag_values(&["a".into(), "".into()]),
+            encode_tag_values::<String>(&["a".into(), "".into()]),
             vec![2, 1, b'a', 0]
         );
         assert_eq!(
