@@ -103,12 +103,19 @@ impl Inner {
             .membership()
             .voter_ids()
             .any(|v| v == self.id);
+        let last_log_id = self.log.last_log_id();
         ProbeInfo {
-            healthy: m.running_state.is_ok() && voter,
+            // An initial member that has not received its first entry yet (its log is
+            // empty, so it knows no membership) would vote for any candidate with a log:
+            // it counts. Without it, a node whose first vote round went out before the
+            // others finished starting would never find a majority to stand with.
+            healthy: m.running_state.is_ok()
+                && self.raft_open.load(Ordering::Acquire)
+                && (voter || last_log_id.is_none()),
             leading: m.state == ServerState::Leader,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             millis_since_leader: self.contact.since_ms(),
-            last_log_id: self.log.last_log_id(),
+            last_log_id,
         }
     }
 }

@@ -74,6 +74,10 @@ pub(crate) struct Inner {
     pub(crate) seq: AtomicU64,
     pub(crate) in_flight_bytes: AtomicUsize,
     pub(crate) draining: AtomicBool,
+    /// Raft traffic (append, vote, snapshot) is refused until bootstrap has decided what
+    /// this node is: an empty node that took a leader's entries while still asking its
+    /// peers would look to them like a wiped voter, and a wiped voter must not take any.
+    pub(crate) raft_open: AtomicBool,
     pub(crate) advertise: String,
     /// When a leader was last heard (the elector's failure detector).
     pub(crate) contact: crate::elector::LeaderContact,
@@ -208,6 +212,7 @@ impl ClusterNode {
                 seq: AtomicU64::new(0),
                 in_flight_bytes: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
+                raft_open: AtomicBool::new(false),
                 advertise,
                 contact: crate::elector::LeaderContact::new(),
             }
@@ -220,6 +225,7 @@ impl ClusterNode {
             node.shutdown().await;
             return Err(e);
         }
+        node.inner.raft_open.store(true, Ordering::Release);
         node.spawn_join_recorder();
         crate::elector::spawn(Arc::downgrade(&node.inner));
         Ok(node)
@@ -563,6 +569,13 @@ impl Handler for NodeHandler {
             let Some(n) = weak.upgrade() else {
                 return Reply::Refused("the node is stopping".into());
             };
+            let raft_rpc = matches!(
+                msg,
+                Message::AppendEntries(_) | Message::Vote(_) | Message::InstallSnapshot(_)
+            );
+            if raft_rpc && !n.raft_open.load(Ordering::Acquire) {
+                return Reply::Refused(format!("node {} is still starting", n.id));
+            }
             match msg {
                 Message::AppendEntries(rpc) => {
                     let r = n.raft.append_entries(rpc).await;

@@ -87,7 +87,8 @@ pub enum Reply {
 /// The answer to [`Message::Probe`]. Append-only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProbeInfo {
-    /// A voter whose Raft runs (it can vote and stand).
+    /// A voter whose Raft runs and takes traffic (it can vote and stand), or an initial
+    /// member still waiting for its first entry (it can vote).
     pub healthy: bool,
     /// Whether the receiver believes it leads.
     pub leading: bool,

@@ -46,23 +46,7 @@ pub fn default_tune(_: &mut NodeConfig) {}
 impl TestCluster {
     /// Starts `n` voters (ids 1..=n) from empty data dirs with static `--peers`.
     pub async fn start(n: u64, tune: fn(&mut NodeConfig)) -> TestCluster {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = certs_dir(dir.path());
-        tls::ensure_ca(&certs).unwrap();
-        let mut transports = BTreeMap::new();
-        let mut addrs = BTreeMap::new();
-        for id in 1..=n {
-            let t = bind(&certs, id, "127.0.0.1:0");
-            addrs.insert(id, t.local_addr().unwrap().to_string());
-            transports.insert(id, t);
-        }
-        let mut c = TestCluster {
-            dir,
-            nodes: BTreeMap::new(),
-            addrs,
-            initial: (1..=n).collect(),
-            tune,
-        };
+        let (mut c, transports) = TestCluster::prepare(n, tune);
         let starts = transports.into_iter().map(|(id, t)| {
             let cfg = c.config(id);
             async move { (id, ClusterNode::start_with_transport(cfg, Some(t)).await) }
@@ -73,6 +57,31 @@ impl TestCluster {
         }
         c.wait_leader().await;
         c
+    }
+
+    /// Certificates and bound cluster ports for `n` voters (ids 1..=n); no node started.
+    pub fn prepare(
+        n: u64,
+        tune: fn(&mut NodeConfig),
+    ) -> (TestCluster, BTreeMap<NodeId, Arc<Transport>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = certs_dir(dir.path());
+        tls::ensure_ca(&certs).unwrap();
+        let mut transports = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n {
+            let t = bind(&certs, id, "127.0.0.1:0");
+            addrs.insert(id, t.local_addr().unwrap().to_string());
+            transports.insert(id, t);
+        }
+        let c = TestCluster {
+            dir,
+            nodes: BTreeMap::new(),
+            addrs,
+            initial: (1..=n).collect(),
+            tune,
+        };
+        (c, transports)
     }
 
     pub fn data_dir(&self, id: NodeId) -> PathBuf {

@@ -104,3 +104,72 @@ async fn learner_added_promoted_and_voter_removed_while_serving() {
     .to_string();
     assert!(err.contains("learner"), "{err}");
 }
+
+/// An initial member that starts before its peers takes no Raft traffic until its
+/// bootstrap has decided what it is: an empty node that took a leader's entries while
+/// still asking its peers would look to them like a wiped voter and be refused (this
+/// once failed a CI run). When the others come, the cluster forms and elects, whichever
+/// of them founded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_takes_no_raft_traffic_until_its_bootstrap_decides() {
+    use std::time::Duration;
+    use thicket_cluster::transport::RpcError;
+    use thicket_cluster::wire::Message;
+    use thicket_cluster::ClusterNode;
+
+    let (mut c, mut transports) = TestCluster::prepare(3, default_tune);
+    // Node 1 starts alone: nodes 2 and 3 have bound ports but serve nothing yet, so its
+    // bootstrap keeps asking.
+    let t1 = transports.remove(&1).unwrap();
+    let cfg = c.config(1);
+    let first = tokio::spawn(async move { ClusterNode::start_with_transport(cfg, Some(t1)).await });
+    // A vote request from node 2 (a genuine certificate) is refused meanwhile.
+    let t2 = transports[&2].clone();
+    let addr1 = c.addrs[&1].clone();
+    let answer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    until(20, "node 1 refusing Raft traffic while it starts", || {
+        let (t2, addr1) = (t2.clone(), addr1.clone());
+        let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1, 2), None);
+        let seen = answer.clone();
+        async move {
+            match t2
+                .call(1, &addr1, Message::Vote(vote), Duration::from_secs(1))
+                .await
+            {
+                Err(RpcError::Refused(1, why)) if why.contains("still starting") => {
+                    *seen.lock().unwrap() = why;
+                    true
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let answer = answer.lock().unwrap().clone();
+    assert!(answer.contains("node 1"), "{answer}");
+    assert!(
+        !first.is_finished(),
+        "node 1 cannot have finished bootstrap alone"
+    );
+
+    // The others start; all three form one cluster.
+    let starts = transports.into_iter().map(|(id, t)| {
+        let cfg = c.config(id);
+        async move { (id, ClusterNode::start_with_transport(cfg, Some(t)).await) }
+    });
+    for (id, r) in futures::future::join_all(starts).await {
+        c.nodes
+            .insert(id, r.unwrap_or_else(|e| panic!("node {id}: {e}")));
+    }
+    let one = first
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("node 1: {e}"));
+    c.nodes.insert(1, one);
+    let leader = c.wait_leader().await;
+    c.node(leader)
+        .write(create_bucket("acme", "env"))
+        .await
+        .unwrap();
+    c.assert_identical().await;
+}
