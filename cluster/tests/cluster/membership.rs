@@ -121,26 +121,32 @@ async fn a_starting_node_takes_no_raft_traffic_until_its_bootstrap_decides() {
     // Node 1 starts alone: nodes 2 and 3 have bound ports but serve nothing yet, so its
     // bootstrap keeps asking.
     let t1 = transports.remove(&1).unwrap();
-    let cfg = c.config(1);
+    let mut cfg = c.config(1);
+    cfg.bootstrap_timeout_ms = 120_000;
     let first = tokio::spawn(async move { ClusterNode::start_with_transport(cfg, Some(t1)).await });
     // A vote request from node 2 (a genuine certificate) is refused meanwhile.
     let t2 = transports[&2].clone();
     let addr1 = c.addrs[&1].clone();
     let answer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    until(20, "node 1 refusing Raft traffic while it starts", || {
+    // Generous bounds: under a loaded CI machine the first TLS handshake (an unoptimised
+    // `ring` in test builds) can take seconds.
+    until(60, "node 1 refusing Raft traffic while it starts", || {
         let (t2, addr1) = (t2.clone(), addr1.clone());
         let vote = openraft::raft::VoteRequest::new(openraft::Vote::new(1, 2), None);
         let seen = answer.clone();
         async move {
             match t2
-                .call(1, &addr1, Message::Vote(vote), Duration::from_secs(1))
+                .call(1, &addr1, Message::Vote(vote), Duration::from_secs(5))
                 .await
             {
                 Err(RpcError::Refused(1, why)) if why.contains("still starting") => {
                     *seen.lock().unwrap() = why;
                     true
                 }
-                _ => false,
+                other => {
+                    eprintln!("node 1 answered, not yet refusing: {other:?}");
+                    false
+                }
             }
         }
     })
