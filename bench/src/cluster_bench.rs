@@ -80,6 +80,11 @@ fn thread_cpu(pid: u32) -> BTreeMap<&'static str, f64> {
     out
 }
 
+/// CPU seconds of this process (the load generator), which shares the cores.
+fn own_cpu() -> f64 {
+    thread_cpu(std::process::id()).values().sum()
+}
+
 struct Cluster {
     pc: ProcessCluster,
     http: reqwest::Client,
@@ -118,6 +123,27 @@ impl Cluster {
         bail!("no leader")
     }
 
+    /// Records stored in the bench bucket, as `node` sees them (a linearizable read).
+    async fn stored_records(&self, node: &str) -> Result<u64> {
+        let r = self
+            .http
+            .get(format!(
+                "http://{node}/v1/users/bench/buckets/env/data?agg=1y&agg_type=count&fields=temperature"
+            ))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("counting records on {node}: {}", r.text().await?);
+        }
+        let v: serde_json::Value = r.json().await?;
+        let rows = v.as_array().context("count rows")?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| row["temperature"].as_u64())
+            .sum())
+    }
+
     fn cpu(&self) -> BTreeMap<&'static str, f64> {
         let mut total = BTreeMap::new();
         for n in self.pc.nodes.values() {
@@ -138,6 +164,21 @@ const DEVICES: usize = 1000;
 /// only, in time order: client `w` of `clients` owns the devices `w, w + clients, ...`
 /// and cycles through them, with timestamps from its own counter `base_ts` upward.
 fn body(records: usize, base_ts: i64, w: usize, clients: usize) -> String {
+    use std::fmt::Write as _;
+    // The load generator shares the two cores with the three nodes: the values cycle
+    // through small fixed sets, so they are formatted once, not per record.
+    static VALUES: std::sync::OnceLock<[Vec<String>; 3]> = std::sync::OnceLock::new();
+    let [temperature, humidity, pressure] = VALUES.get_or_init(|| {
+        [
+            (0..17)
+                .map(|k| format!("{:.2}", 20.0 + k as f64 * 0.1))
+                .collect(),
+            (0..11).map(|k| format!("{:.1}", 40.0 + k as f64)).collect(),
+            (0..7)
+                .map(|k| format!("{:.1}", 1000.0 + k as f64))
+                .collect(),
+        ]
+    });
     let clients = clients.clamp(1, DEVICES);
     let owned = DEVICES.div_ceil(clients).max(1);
     let mut s = String::with_capacity(records * 90 + 2);
@@ -147,14 +188,15 @@ fn body(records: usize, base_ts: i64, w: usize, clients: usize) -> String {
             s.push(',');
         }
         let device = (w % clients + clients * (i % owned)) % DEVICES;
-        s.push_str(&format!(
-            r#"{{"ts":{},"device":"d{}","temperature":{:.2},"humidity":{:.1},"pressure":{:.1}}}"#,
+        let _ = write!(
+            s,
+            r#"{{"ts":{},"device":"d{}","temperature":{},"humidity":{},"pressure":{}}}"#,
             base_ts + i as i64,
             device,
-            20.0 + (i % 17) as f64 * 0.1,
-            40.0 + (i % 11) as f64,
-            1000.0 + (i % 7) as f64
-        ));
+            temperature[i % 17],
+            humidity[i % 11],
+            pressure[i % 7]
+        );
     }
     s.push(']');
     s
@@ -230,7 +272,7 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
         "3 nodes on loopback, fsync on; leader is node {leader}; writes round-robin over all nodes"
     );
     println!(
-        "{:>8} {:>6} {:>12} {:>14} {:>10} | core-µs/record: {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:>8} {:>6} {:>12} {:>14} {:>10} | core-µs/record: {:>8} {:>8} {:>8} {:>8} {:>8} | {:>7}",
         "rec/req",
         "conc",
         "records/s",
@@ -240,12 +282,16 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
         "parse+",
         "log",
         "apply",
-        "compact"
+        "compact",
+        "client"
     );
     let ts = Arc::new(AtomicU64::new(1_000_000));
+    let mut acked_total = 0u64;
+    let mut failed_total = 0u64;
     for &size in &a.sizes {
         for &conc in &a.concurrency {
             let before = c.cpu();
+            let client_before = own_cpu();
             let done = Arc::new(AtomicU64::new(0));
             let errors = Arc::new(AtomicU64::new(0));
             let failures = Arc::new(Failures::default());
@@ -302,7 +348,11 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
             }
             let secs = t0.elapsed().as_secs_f64();
             let after = c.cpu();
+            let client_us =
+                (own_cpu() - client_before) * 1e6 / (done.load(Ordering::Relaxed) as f64).max(1.0);
             let n = done.load(Ordering::Relaxed) as f64;
+            acked_total += done.load(Ordering::Relaxed);
+            failed_total += errors.load(Ordering::Relaxed);
             let us = |k: &str| {
                 (after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0)) * 1e6 / n.max(1.0)
             };
@@ -311,7 +361,7 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
                 .map(|k| us(k))
                 .sum();
             println!(
-                "{:>8} {:>6} {:>12.0} {:>14.0} {:>10} | {:>23.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                "{:>8} {:>6} {:>12.0} {:>14.0} {:>10} | {:>23.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7.1}",
                 size,
                 conc,
                 n / secs,
@@ -321,11 +371,28 @@ async fn run_async(a: ClusterArgs, bin: PathBuf) -> Result<()> {
                 us("parse+raft+quic"),
                 us("log append"),
                 us("apply"),
-                us("compaction")
+                us("compaction"),
+                client_us
             );
             if errors.load(Ordering::Relaxed) > 0 {
                 println!("    failed requests: {}", failures.report());
             }
+        }
+    }
+
+    // The figures count acknowledged records: check that every node stores them all
+    // (each record has its own device and timestamp, so none replaces another).
+    for n in c.pc.nodes.values() {
+        let stored = c.stored_records(&n.http).await?;
+        println!(
+            "node {}: stores {stored} records; {acked_total} were acknowledged ({failed_total} requests failed)",
+            n.id
+        );
+        if stored < acked_total {
+            bail!(
+                "node {} lost acknowledged records: {stored} < {acked_total}",
+                n.id
+            );
         }
     }
 
