@@ -64,6 +64,54 @@ impl LeaderContact {
     }
 }
 
+/// When a quorum last acknowledged this node as leader, from openraft's metrics as they
+/// are published. A report's `millis_since_quorum_ack` is that age at publication time;
+/// a leader cut off from its followers may publish nothing new for a while, so the age is
+/// counted on from the moment the report was seen rather than read off the last report.
+pub(crate) struct QuorumAck {
+    /// The last acknowledgement; `None` while none is known (not leading, or newly
+    /// elected).
+    at: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl QuorumAck {
+    /// Starts following `metrics` (until the Raft instance stops publishing).
+    pub(crate) fn follow(
+        mut metrics: tokio::sync::watch::Receiver<
+            openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+        >,
+    ) -> Arc<QuorumAck> {
+        let me = Arc::new(QuorumAck::new());
+        let ack = me.clone();
+        ack.observe(metrics.borrow_and_update().millis_since_quorum_ack);
+        tokio::spawn(async move {
+            while metrics.changed().await.is_ok() {
+                let ms = metrics.borrow_and_update().millis_since_quorum_ack;
+                ack.observe(ms);
+            }
+        });
+        me
+    }
+
+    fn new() -> QuorumAck {
+        QuorumAck {
+            at: parking_lot::Mutex::new(None),
+        }
+    }
+
+    fn observe(&self, millis_since: Option<u64>) {
+        let now = Instant::now();
+        *self.at.lock() =
+            millis_since.map(|ms| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now));
+    }
+
+    /// Milliseconds since a quorum last acknowledged this leader; `None` when unknown.
+    pub(crate) fn since_ms(&self) -> Option<u64> {
+        let at = *self.at.lock();
+        at.map(|t| t.elapsed().as_millis() as u64)
+    }
+}
+
 /// What a probed voter reported, reduced to what the decision needs.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Seen {
@@ -113,7 +161,7 @@ impl Inner {
                 && self.raft_open.load(Ordering::Acquire)
                 && (voter || last_log_id.is_none()),
             leading: m.state == ServerState::Leader,
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            millis_since_quorum_ack: self.quorum_ack.since_ms(),
             millis_since_leader: self.contact.since_ms(),
             last_log_id,
         }
@@ -267,6 +315,24 @@ mod tests {
             hears_leader: hears,
             last_log: log,
         }
+    }
+
+    /// A cut-off leader may publish no new metrics: the last report's age keeps growing.
+    #[test]
+    fn a_quorum_acknowledgement_ages_between_reports() {
+        let ack = QuorumAck::new();
+        assert_eq!(ack.since_ms(), None);
+        ack.observe(Some(300));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            ack.since_ms().is_some_and(|ms| ms >= 360),
+            "{:?}",
+            ack.since_ms()
+        );
+        ack.observe(Some(0));
+        assert!(ack.since_ms().is_some_and(|ms| ms < 300));
+        ack.observe(None);
+        assert_eq!(ack.since_ms(), None);
     }
 
     #[test]

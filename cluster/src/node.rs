@@ -81,6 +81,8 @@ pub(crate) struct Inner {
     pub(crate) advertise: String,
     /// When a leader was last heard (the elector's failure detector).
     pub(crate) contact: crate::elector::LeaderContact,
+    /// When a quorum last acknowledged this node as leader (ageing between reports).
+    pub(crate) quorum_ack: Arc<crate::elector::QuorumAck>,
 }
 
 fn storage(e: impl std::fmt::Display) -> StartError {
@@ -155,6 +157,7 @@ impl ClusterNode {
         .await
         .map_err(|e| StartError::Storage(format!("starting raft: {e}")))?;
         let election_max = config.election_timeout_max_ms;
+        let quorum_ack = crate::elector::QuorumAck::follow(raft.metrics());
         let proposer = Proposer::start(
             raft.clone(),
             ProposerBounds {
@@ -163,6 +166,7 @@ impl ClusterNode {
                 entries_in_flight_max: config.entries_in_flight_max,
                 quorum_ack_max_ms: election_max,
             },
+            quorum_ack.clone(),
         );
         let forwarder = transport.as_ref().map(|t| {
             Forwarder::start(
@@ -215,6 +219,7 @@ impl ClusterNode {
                 raft_open: AtomicBool::new(false),
                 advertise,
                 contact: crate::elector::LeaderContact::new(),
+                quorum_ack,
             }
         });
         if let Some(t) = &transport {

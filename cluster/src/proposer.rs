@@ -11,6 +11,7 @@
 //!
 //! [`NodeConfig::entries_in_flight_max`]: crate::config::NodeConfig
 
+use crate::elector::QuorumAck;
 use crate::types::{Bundle, Request, TypeConfig};
 use crate::wire::{ForwardOutcome, Refusal};
 use openraft::error::{ClientWriteError, RaftError};
@@ -84,9 +85,13 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the proposer over `raft`.
-    pub fn start(raft: Raft<TypeConfig>, bounds: ProposerBounds) -> Proposer {
+    pub(crate) fn start(
+        raft: Raft<TypeConfig>,
+        bounds: ProposerBounds,
+        quorum_ack: Arc<QuorumAck>,
+    ) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_BUNDLES_MAX);
-        tokio::spawn(run(raft, bounds, rx));
+        tokio::spawn(run(raft, bounds, quorum_ack, rx));
         Proposer { tx }
     }
 
@@ -116,7 +121,11 @@ impl Proposer {
 
 /// Refuses before proposing when this node cannot commit: not the leader, or a leader cut
 /// off from its quorum for longer than an election timeout.
-fn precheck(raft: &Raft<TypeConfig>, quorum_ack_max_ms: u64) -> Result<(), Refusal> {
+fn precheck(
+    raft: &Raft<TypeConfig>,
+    quorum_ack: &QuorumAck,
+    quorum_ack_max_ms: u64,
+) -> Result<(), Refusal> {
     let m = raft.metrics().borrow().clone();
     if let Err(e) = &m.running_state {
         return Err(Refusal::Failed(format!("raft stopped on this node: {e}")));
@@ -129,7 +138,7 @@ fn precheck(raft: &Raft<TypeConfig>, quorum_ack_max_ms: u64) -> Result<(), Refus
     let voters = m.membership_config.membership().voter_ids().count();
     if voters > 1 {
         // `None`: newly elected, no acknowledgement yet; the commit itself waits for one.
-        if let Some(ms) = m.millis_since_quorum_ack {
+        if let Some(ms) = quorum_ack.since_ms() {
             if ms > quorum_ack_max_ms {
                 return Err(Refusal::NoQuorum(format!(
                     "node {} leads but has not heard from a quorum for {ms} ms",
@@ -141,7 +150,12 @@ fn precheck(raft: &Raft<TypeConfig>, quorum_ack_max_ms: u64) -> Result<(), Refus
     Ok(())
 }
 
-async fn run(raft: Raft<TypeConfig>, b: ProposerBounds, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft<TypeConfig>,
+    b: ProposerBounds,
+    quorum_ack: Arc<QuorumAck>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let slots = Arc::new(Semaphore::new(b.entries_in_flight_max.max(1)));
     let mut carry: Option<Pending> = None;
     loop {
@@ -186,7 +200,7 @@ async fn run(raft: Raft<TypeConfig>, b: ProposerBounds, mut rx: mpsc::Receiver<P
         if batch.is_empty() {
             continue;
         }
-        if let Err(refusal) = precheck(&raft, b.quorum_ack_max_ms) {
+        if let Err(refusal) = precheck(&raft, &quorum_ack, b.quorum_ack_max_ms) {
             for p in batch {
                 let _ = p.reply.send(ForwardOutcome::Refused(refusal.clone()));
             }

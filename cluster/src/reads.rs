@@ -133,7 +133,7 @@ impl Inner {
         }
         let voters = m.membership_config.membership().voter_ids().count();
         let lease = self.config.election_timeout_max_ms;
-        if voters > 1 && m.millis_since_quorum_ack.is_some_and(|ms| ms > lease) {
+        if voters > 1 && self.quorum_ack.since_ms().is_some_and(|ms| ms > lease) {
             return Err(Refusal::NoQuorum(format!(
                 "node {} leads but has not heard from a quorum for over {lease} ms",
                 self.id

@@ -157,7 +157,7 @@ impl ClusterNode {
             applied_index: me.applied_index,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            millis_since_quorum_ack: n.quorum_ack.since_ms(),
             accepting_writes: storage_error.is_none()
                 && !n.draining.load(std::sync::atomic::Ordering::Acquire),
             storage_error,
