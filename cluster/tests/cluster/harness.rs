@@ -47,16 +47,21 @@ impl TestCluster {
     /// Starts `n` voters (ids 1..=n) from empty data dirs with static `--peers`.
     pub async fn start(n: u64, tune: fn(&mut NodeConfig)) -> TestCluster {
         let (mut c, transports) = TestCluster::prepare(n, tune);
+        c.start_on(transports).await;
+        c.wait_leader().await;
+        c
+    }
+
+    /// Starts the nodes of `transports` together (each on its bound port).
+    pub async fn start_on(&mut self, transports: BTreeMap<NodeId, Arc<Transport>>) {
         let starts = transports.into_iter().map(|(id, t)| {
-            let cfg = c.config(id);
+            let cfg = self.config(id);
             async move { (id, ClusterNode::start_with_transport(cfg, Some(t)).await) }
         });
         for (id, r) in futures::future::join_all(starts).await {
-            c.nodes
+            self.nodes
                 .insert(id, r.unwrap_or_else(|e| panic!("node {id}: {e}")));
         }
-        c.wait_leader().await;
-        c
     }
 
     /// Certificates and bound cluster ports for `n` voters (ids 1..=n); no node started.

@@ -159,14 +159,7 @@ async fn a_starting_node_takes_no_raft_traffic_until_its_bootstrap_decides() {
     );
 
     // The others start; all three form one cluster.
-    let starts = transports.into_iter().map(|(id, t)| {
-        let cfg = c.config(id);
-        async move { (id, ClusterNode::start_with_transport(cfg, Some(t)).await) }
-    });
-    for (id, r) in futures::future::join_all(starts).await {
-        c.nodes
-            .insert(id, r.unwrap_or_else(|e| panic!("node {id}: {e}")));
-    }
+    c.start_on(transports).await;
     let one = first
         .await
         .unwrap()
